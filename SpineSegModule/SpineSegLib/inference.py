@@ -1,0 +1,219 @@
+"""The segmenter: coarse localisation of the spine, a fine pass on a crop, post-processing, results.
+
+Both passes use MONAI's sliding-window inferer with Gaussian blending. Progress goes through the one
+``progress(fraction, stage)`` protocol and a :class:`~SpineSegLib.progress.CancelToken` is checked between
+windows, so hosts can show progress and stop a run; nothing is written by this module.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+from scipy import ndimage
+
+from .checkpoint import LoadedModel, load_checkpoint
+from .errors import InputError
+from .labels import load_label_table
+from .postprocess import detect_lesions, label_vertebrae
+from .preprocess import Orientation, prepare
+from .progress import CancelToken, ProgressCallback, SubProgress, no_progress
+from .resources import default_model_path
+from .results import SegmentationResult, vertebra_summary
+from .volume import Volume
+
+CROP_MARGIN_MM = 20.0
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for, but PyTorch sees no CUDA GPU on this machine")
+    if device not in ("cpu", "cuda"):
+        raise InputError(f"unknown device {device!r}: use auto, cpu or cuda")
+    return torch.device(device)
+
+
+def _window_count(shape, roi, overlap: float) -> int:
+    """Windows MONAI's sliding-window inference visits (same scan-interval rule), for progress reporting."""
+    count = 1
+    for size, r in zip(shape, roi):
+        interval = max(int(r * (1 - overlap)), 1)
+        count *= 1 if size <= r else math.ceil((size - r) / interval) + 1
+    return count
+
+
+class Segmenter:
+    """Runs a loaded model on CT volumes. ``fast`` stops after the coarse pass."""
+
+    def __init__(self, model: LoadedModel | str | Path | None = None, device: str = "auto", fast: bool = False,
+                 overlap: float = 0.25, sw_batch_size: int = 1):
+        self.device = resolve_device(device)
+        if not isinstance(model, LoadedModel):
+            model = load_checkpoint(model or default_model_path(), self.device)
+        self.model = model
+        self.model.network.to(self.device)
+        self.fast = fast
+        self.overlap = overlap
+        self.sw_batch_size = sw_batch_size
+        self.table = load_label_table()
+        card = model.card
+        self.window = tuple(card["preprocessing"].get("intensity_window", (-1000, 1000)))
+        self.stages = card["preprocessing"]["stages"]
+        self.post = card.get("postprocessing", {})
+
+    # --- one network pass ---------------------------------------------------------------------------------------
+    def _predict(self, image: torch.Tensor, stage: dict, progress: ProgressCallback) -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities (C, ...) and lesion heatmaps (L, ...) on the image's grid."""
+        roi = tuple(stage["patch_size"])
+        total = _window_count(image.shape[1:], roi, self.overlap)
+        done = [0]
+        num_classes = self.table.num_classes
+        network = self.model.network
+
+        def predictor(batch: torch.Tensor) -> torch.Tensor:
+            progress(done[0] / total, "")
+            with torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda"):
+                out = network(batch)
+            done[0] += batch.shape[0]
+            progress(done[0] / total, "")
+            return torch.cat([torch.softmax(out["seg"].float(), 1), torch.sigmoid(out["lesion"].float())], 1)
+
+        with torch.inference_mode():
+            probabilities = sliding_window_inference(
+                image[None].to(self.device), roi, self.sw_batch_size, predictor, overlap=self.overlap,
+                mode="gaussian", padding_mode="constant", cval=0.0,
+            )[0].cpu()
+        return probabilities[:num_classes].numpy(), probabilities[num_classes:].numpy()
+
+    # --- the whole run -------------------------------------------------------------------------------------------
+    def __call__(self, ct: Volume, progress: ProgressCallback | None = None,
+                 cancel: CancelToken | None = None) -> SegmentationResult:
+        progress = progress or no_progress
+        cancel = cancel or CancelToken()
+        started = time.perf_counter()
+        timings = {}
+
+        def stage(start, stop, name):
+            return SubProgress(lambda f, _s: progress(f, name), start, stop, cancel)
+
+        orientation = Orientation.of(ct)
+        canonical = orientation.canonical(ct)
+        coarse_spec = self.stages["coarse"]
+        coarse = prepare(canonical, coarse_spec["spacing"], self.window)
+        stage(0.0, 0.02, "preparing")(1.0, "")
+        probs, heat = self._predict(coarse.image, coarse_spec, stage(0.02, 0.35 if not self.fast else 0.85,
+                                                                    "coarse pass"))
+        timings["coarse_s"] = round(time.perf_counter() - started, 2)
+        grid_affine, grid_origin = coarse.affine, np.zeros(3, dtype=int)
+        if not self.fast:
+            box = self._spine_box(probs, coarse.affine, canonical)
+            if box is not None:
+                lo, hi = box
+                crop = Volume(canonical.array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]],
+                              canonical.affine @ _translation(lo))
+                fine_spec = self.stages["fine"]
+                fine = prepare(crop, fine_spec["spacing"], self.window)
+                probs, heat = self._predict(fine.image, fine_spec, stage(0.35, 0.85, "fine pass"))
+                grid_affine, grid_origin = fine.affine, lo
+                timings["fine_s"] = round(time.perf_counter() - started - timings["coarse_s"], 2)
+        cancel.raise_if_cancelled()
+        progress(0.86, "post-processing")
+        labels_grid = label_vertebrae(probs, grid_affine, self.post.get("min_vertebra_mm3", 300.0), self.table)
+        lesions = detect_lesions(heat, grid_affine, labels_grid, self.post.get("lesion_threshold", 0.3),
+                                 self.post.get("nms_radius_mm", 5.0), self.table)
+        cancel.raise_if_cancelled()
+        progress(0.92, "mapping to the input grid")
+        labels_canonical = project_labels(labels_grid, grid_affine, canonical.shape, canonical.affine)
+        heat_canonical = project_linear(heat.max(axis=0), grid_affine, canonical.shape, canonical.affine)
+        labels = Volume(orientation.from_canonical(labels_canonical), ct.affine)
+        heatmap = Volume(orientation.from_canonical(heat_canonical), ct.affine)
+        cancel.raise_if_cancelled()
+        timings["total_s"] = round(time.perf_counter() - started, 2)
+        progress(1.0, "done")
+        del grid_origin
+        report = {
+            "model": {k: self.model.card.get(k) for k in ("name", "architecture", "metrics")},
+            "mode": "fast" if self.fast else "full",
+            "device": str(self.device),
+            "input": {"shape": list(ct.shape), "spacing_mm": [round(float(s), 4) for s in ct.spacing]},
+            "timings": timings,
+            "disclaimer": "Research software, not a medical device; not for diagnosis.",
+        }
+        return SegmentationResult(labels, heatmap, lesions, vertebra_summary(labels, lesions, self.table), report)
+
+    def _spine_box(self, probs: np.ndarray, affine: np.ndarray, canonical: Volume):
+        """Bounding box (canonical voxel indices) of the predicted spine plus a margin, or None if empty."""
+        foreground = probs[0] < 0.5
+        if not foreground.any():
+            return None
+        components, count = ndimage.label(foreground)
+        sizes = np.bincount(components.ravel())
+        sizes[0] = 0
+        keep = sizes >= 0.05 * sizes.max()  # drop specks, keep every substantial part of the column
+        corners = np.argwhere(keep[components])
+        lo_grid, hi_grid = corners.min(axis=0), corners.max(axis=0)
+        to_canonical = np.linalg.inv(canonical.affine) @ affine
+        points = np.array([[a, b, c] for a in (lo_grid[0], hi_grid[0]) for b in (lo_grid[1], hi_grid[1])
+                           for c in (lo_grid[2], hi_grid[2])], dtype=np.float64)
+        mapped = points @ to_canonical[:3, :3].T + to_canonical[:3, 3]
+        margin = CROP_MARGIN_MM / canonical.spacing
+        lo = np.maximum(np.floor(mapped.min(axis=0) - margin), 0).astype(int)
+        hi = np.minimum(np.ceil(mapped.max(axis=0) + margin) + 1, canonical.shape).astype(int)
+        return lo, hi
+
+
+def _translation(offset) -> np.ndarray:
+    matrix = np.eye(4)
+    matrix[:3, 3] = offset
+    return matrix
+
+
+def _grid_mapping(source_affine, target_affine):
+    """Diagonal scale and offset mapping target voxel indices to source voxel indices (axis-aligned grids)."""
+    mapping = np.linalg.inv(source_affine) @ target_affine
+    return np.diag(mapping)[:3], mapping[:3, 3]
+
+
+def project_linear(values: np.ndarray, source_affine, target_shape, target_affine) -> np.ndarray:
+    """Linear interpolation of a model-grid array onto a canonical grid (zero outside the source)."""
+    scale, offset = _grid_mapping(source_affine, target_affine)
+    return ndimage.affine_transform(values.astype(np.float32), scale, offset, output_shape=tuple(target_shape),
+                                    order=1, mode="constant", cval=0.0).astype(np.float32)
+
+
+def project_labels(labels: np.ndarray, source_affine, target_shape, target_affine) -> np.ndarray:
+    """Labels onto a finer canonical grid with smooth boundaries: each label's mask is interpolated linearly
+    inside its own bounding box and the winner per voxel is kept (a label-wise linear interpolation)."""
+    scale, offset = _grid_mapping(source_affine, target_affine)
+    out = np.zeros(tuple(target_shape), dtype=np.uint8)
+    best = np.zeros(tuple(target_shape), dtype=np.float32)
+    for value in np.unique(labels):
+        if value == 0:
+            continue
+        where = np.argwhere(labels == value)
+        src_lo, src_hi = where.min(axis=0) - 1, where.max(axis=0) + 1
+        lo = np.maximum(np.floor((src_lo - offset) / scale), 0).astype(int)
+        hi = np.minimum(np.ceil((src_hi - offset) / scale) + 1, target_shape).astype(int)
+        if np.any(hi <= lo):
+            continue
+        mask = (labels == value).astype(np.float32)
+        region = ndimage.affine_transform(mask, scale, offset + scale * lo, output_shape=tuple(hi - lo), order=1,
+                                          mode="constant", cval=0.0)
+        view = (slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2]))
+        wins = (region >= 0.5) & (region > best[view])
+        out[view][wins] = value
+        best[view][wins] = region[wins]
+    return out
+
+
+def segment_volume(ct: Volume, model: LoadedModel | str | Path | None = None, device: str = "auto",
+                   fast: bool = False, progress: ProgressCallback | None = None,
+                   cancel: CancelToken | None = None) -> SegmentationResult:
+    """Segment one CT volume in this process (the Slicer module's in-process mode and the tests use this)."""
+    return Segmenter(model, device, fast)(ct, progress, cancel)

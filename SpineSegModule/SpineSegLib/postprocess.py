@@ -1,0 +1,185 @@
+"""From network probabilities to clean results: vertebra instances, consistent numbering, lesion peaks.
+
+Numbering consistency is decided per vertebra instance, not per voxel: every connected component of a
+predicted class is an instance; instances are ordered cranio-caudally and given the label sequence that
+maximises their summed log-probabilities under the anatomy's rule that labels follow each other
+(C1..C7, T1..T12, [T13], L1..L5, [L6], sacrum). This fixes the classic "off by one" and "labelled twice"
+errors that voxel-wise arg-max makes when a vertebra looks like its neighbour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from .labels import LabelTable, load_label_table
+
+VARIANT_PENALTY = 2.0  # log-odds a transitional vertebra must win by
+SKIP_PENALTY = 6.0  # log-odds against a missing vertebra between two found ones
+
+
+@dataclass
+class Instance:
+    voxels: np.ndarray  # flat indices into the model grid
+    centroid_ijk: np.ndarray
+    log_prob: np.ndarray  # mean log class-probability over the instance, per label (no background)
+
+
+def _label_successors(table: LabelTable) -> dict[int, list[tuple[int, float]]]:
+    """For each label index (cranio-caudal rank), the ranks that may follow it and the transition cost."""
+    names = table.names
+    rank = {name: i for i, name in enumerate(names)}
+    successors: dict[int, list[tuple[int, float]]] = {i: [] for i in range(len(names))}
+    canonical = [n for n in names if not table.by_name(n).variant]
+    for a, b in zip(canonical, canonical[1:]):
+        successors[rank[a]].append((rank[b], 0.0))
+    for variant, before, after in (("T13", "T12", "L1"), ("L6", "L5", "sacrum")):
+        if variant in rank:
+            successors[rank[before]].append((rank[variant], VARIANT_PENALTY))
+            successors[rank[variant]].append((rank[after], 0.0))
+    # One missing vertebra between two found ones (e.g. merged into a neighbour): allowed, but costly.
+    direct = {a: list(following) for a, following in successors.items()}
+    for a in direct:
+        for b, cost in direct[a]:
+            for c, cost2 in direct[b]:
+                if all(c != s for s, _ in successors[a]):
+                    successors[a].append((c, cost + cost2 + SKIP_PENALTY))
+    return successors
+
+
+def consistent_numbering(log_probs: np.ndarray, table: LabelTable | None = None) -> list[int]:
+    """Best label ranks for instances ordered cranio-caudally (rows of ``log_probs``, one column per label)."""
+    table = table or load_label_table()
+    n, k = log_probs.shape
+    if n == 0:
+        return []
+    successors = _label_successors(table)
+    score = log_probs[0].copy()
+    back = np.full((n, k), -1, dtype=np.int64)
+    for row in range(1, n):
+        new = np.full(k, -np.inf)
+        for a in range(k):
+            if not np.isfinite(score[a]):
+                continue
+            for b, cost in successors[a]:
+                candidate = score[a] - cost + log_probs[row, b]
+                if candidate > new[b]:
+                    new[b], back[row, b] = candidate, a
+        score = new
+    ranks = [int(np.argmax(score))]
+    for row in range(n - 1, 0, -1):
+        ranks.append(int(back[row, ranks[-1]]))
+    return ranks[::-1]
+
+
+def vertebra_instances(probabilities: np.ndarray, min_voxels: int) -> tuple[np.ndarray, list[Instance]]:
+    """Split the arg-max map into connected instances; small fragments join the instance they touch.
+
+    ``probabilities``: (C, I, J, K) class probabilities, class 0 background. Returns the instance map
+    (0 = background, n = instance n-1) and the instances.
+    """
+    classes = probabilities.argmax(axis=0)
+    instance_map = np.zeros(classes.shape, dtype=np.int32)
+    instances: list[Instance] = []
+    fragments = np.zeros(classes.shape, dtype=bool)
+    structure = ndimage.generate_binary_structure(3, 1)
+    log_p = np.log(np.clip(probabilities[1:], 1e-6, 1.0))
+    for cls in np.unique(classes):
+        if cls == 0:
+            continue
+        components, count = ndimage.label(classes == cls, structure)
+        sizes = np.bincount(components.ravel())
+        for component in range(1, count + 1):
+            if sizes[component] < min_voxels:
+                fragments |= components == component
+                continue
+            voxels = np.flatnonzero(components == component)
+            instance_map.flat[voxels] = len(instances) + 1
+            centroid = np.array(np.unravel_index(voxels, classes.shape)).mean(axis=1)
+            instances.append(Instance(voxels, centroid, log_p.reshape(log_p.shape[0], -1)[:, voxels].mean(axis=1)))
+    # Fragments touching an instance join it (a pedicle predicted as the neighbour's label); others are islands.
+    if fragments.any() and instances:
+        labelled_fragments, count = ndimage.label(fragments, structure)
+        grown = ndimage.grey_dilation(instance_map, size=(3, 3, 3))
+        for fragment in range(1, count + 1):
+            where = labelled_fragments == fragment
+            touching = grown[where]
+            touching = touching[touching > 0]
+            if touching.size:
+                instance_map[where] = np.bincount(touching).argmax()
+    return instance_map, instances
+
+
+def label_vertebrae(probabilities: np.ndarray, affine: np.ndarray, min_volume_mm3: float = 300.0,
+                    table: LabelTable | None = None) -> np.ndarray:
+    """Clean, consistently numbered label-table values (uint8) on the model grid."""
+    table = table or load_label_table()
+    voxel_mm3 = abs(np.linalg.det(affine[:3, :3]))
+    instance_map, instances = vertebra_instances(probabilities, max(1, int(min_volume_mm3 / voxel_mm3)))
+    if not instances:
+        return np.zeros(instance_map.shape, dtype=np.uint8)
+    # Cranio-caudal order: descending superior coordinate of the centroid in RAS.
+    superior = [(affine[2, :3] @ inst.centroid_ijk) for inst in instances]
+    order = np.argsort(superior)[::-1]
+    ranks = consistent_numbering(np.stack([instances[i].log_prob for i in order]), table)
+    lut = np.zeros(len(instances) + 1, dtype=np.uint8)
+    for instance_index, rank in zip(order, ranks):
+        lut[instance_index + 1] = table.labels[rank].value
+    return lut[instance_map]
+
+
+# --- lesions ---------------------------------------------------------------------------------------------------
+def detect_lesions(heatmaps: np.ndarray, affine: np.ndarray, labels: np.ndarray, threshold: float = 0.3,
+                   nms_radius_mm: float = 5.0, table: LabelTable | None = None) -> list[dict]:
+    """Lesions from per-class heatmaps (C, I, J, K) on a grid: peaks, NMS in mm, class, size and vertebra."""
+    table = table or load_label_table()
+    combined = heatmaps.max(axis=0)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    footprint = np.maximum(1, np.round(nms_radius_mm / spacing)).astype(int) * 2 + 1
+    peaks = (combined == ndimage.maximum_filter(combined, size=tuple(footprint))) & (combined >= threshold)
+    coords = np.argwhere(peaks)
+    scores = combined[peaks]
+    order = np.argsort(-scores)
+    kept: list[np.ndarray] = []
+    lesions = []
+    for index in order:
+        ijk = coords[index]
+        ras = affine[:3, :3] @ ijk + affine[:3, 3]
+        if any(np.linalg.norm(ras - other) < nms_radius_mm for other in kept):
+            continue
+        kept.append(ras)
+        cls = int(heatmaps[:, ijk[0], ijk[1], ijk[2]].argmax())
+        vertebra = _vertebra_at(labels, ijk, spacing)
+        half = combined >= 0.5 * combined[tuple(ijk)]
+        blob, _ = ndimage.label(half)
+        blob_voxels = int((blob == blob[tuple(ijk)]).sum())
+        size_mm = float(2.0 * (3.0 * blob_voxels * np.prod(spacing) / (4.0 * np.pi)) ** (1.0 / 3.0))
+        lesions.append({
+            "id": len(lesions) + 1,
+            "class": table.lesion_class_names[cls],
+            "score": round(float(combined[tuple(ijk)]), 4),
+            "center_ras": [round(float(c), 2) for c in ras],
+            "size_mm": round(size_mm, 1),
+            "vertebra": table.by_value(vertebra).name if vertebra else None,
+            "vertebra_label": int(vertebra) if vertebra else None,
+        })
+    return lesions
+
+
+def _vertebra_at(labels: np.ndarray, ijk: np.ndarray, spacing: np.ndarray, search_mm: float = 10.0) -> int:
+    """The vertebra at a point, or the nearest one within ``search_mm`` (lesions can sit at the cortex)."""
+    value = int(labels[tuple(ijk)])
+    if value:
+        return value
+    radius = np.maximum(1, np.round(search_mm / spacing)).astype(int)
+    lo = np.maximum(ijk - radius, 0)
+    hi = np.minimum(ijk + radius + 1, labels.shape)
+    window = labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    found = np.argwhere(window > 0)
+    if found.size == 0:
+        return 0
+    distance = np.linalg.norm((found + lo - ijk) * spacing, axis=1)
+    nearest = distance.argmin()
+    return int(window[tuple(found[nearest])]) if distance[nearest] <= search_mm else 0

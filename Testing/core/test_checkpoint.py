@@ -1,0 +1,159 @@
+"""Checkpoints: round trip, and every refusal with a specific message; nothing is ever unpickled."""
+
+import json
+import pickle
+import shutil
+import zipfile
+
+import pytest
+import torch
+
+from SpineSegLib.checkpoint import CARD_FILE, WEIGHTS_FILE, load_checkpoint, read_model_card, save_checkpoint
+from SpineSegLib.errors import CheckpointError
+from SpineSegLib.labels import load_label_table
+from SpineSegLib.networks import build_network
+
+TINY = {"channels": [4, 8, 16], "num_res_units": 0}
+
+
+def tiny_card():
+    return {"name": "tiny", "architecture": {"id": "unet3d", "args": TINY},
+            "preprocessing": {"intensity_window": [-1000, 1000],
+                              "stages": {"coarse": {"spacing": [4, 4, 4], "patch_size": [32, 32, 32]},
+                                         "fine": {"spacing": [2, 2, 2], "patch_size": [32, 32, 32]}}}}
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    table = load_label_table()
+    torch.manual_seed(0)
+    network = build_network("unet3d", 1, table.num_classes, len(table.lesion_classes), **TINY)
+    path = save_checkpoint(network, tiny_card(), tmp_path / "model")
+    return path, network
+
+
+def _edit_card(path, change):
+    card = json.loads((path / CARD_FILE).read_text())
+    change(card)
+    (path / CARD_FILE).write_text(json.dumps(card))
+
+
+def test_round_trip_gives_identical_outputs(checkpoint):
+    path, network = checkpoint
+    loaded = load_checkpoint(path)
+    x = torch.rand(1, 1, 16, 16, 16)
+    network.eval()
+    with torch.no_grad():
+        assert torch.equal(network(x)["seg"], loaded.network(x)["seg"])
+    assert loaded.card["name"] == "tiny" and loaded.card["weights"]["sha256"]
+
+
+def test_zip_archive_loads(checkpoint, tmp_path):
+    path, _ = checkpoint
+    archive = tmp_path / "model.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for f in path.iterdir():
+            z.write(f, f"model/{f.name}")
+    assert load_checkpoint(archive).card["name"] == "tiny"
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nowhere")
+
+
+def test_missing_card(checkpoint):
+    path, _ = checkpoint
+    (path / CARD_FILE).unlink()
+    with pytest.raises(CheckpointError, match="no model_card.json"):
+        load_checkpoint(path)
+
+
+def test_corrupt_weights_fail_the_checksum(checkpoint):
+    path, _ = checkpoint
+    data = bytearray((path / WEIGHTS_FILE).read_bytes())
+    data[-10:] = b"\x00" * 10
+    (path / WEIGHTS_FILE).write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(path)
+
+
+def test_truncated_weights_without_checksum(checkpoint):
+    path, _ = checkpoint
+    _edit_card(path, lambda c: c["weights"].pop("sha256"))
+    (path / WEIGHTS_FILE).write_bytes((path / WEIGHTS_FILE).read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="corrupt or not a safetensors file"):
+        load_checkpoint(path)
+
+
+def test_unknown_architecture(checkpoint):
+    path, _ = checkpoint
+    _edit_card(path, lambda c: c["architecture"].update(id="resnet9000"))
+    with pytest.raises(CheckpointError, match="unknown architecture 'resnet9000'"):
+        load_checkpoint(path)
+
+
+def test_weights_that_do_not_fit_the_architecture(checkpoint):
+    path, _ = checkpoint
+    _edit_card(path, lambda c: c["architecture"]["args"].update(channels=[4, 8, 32]))
+    with pytest.raises(CheckpointError, match="do not fit architecture 'unet3d'.*wrong shape"):
+        load_checkpoint(path)
+
+
+def test_different_label_table(checkpoint):
+    path, _ = checkpoint
+    _edit_card(path, lambda c: c["labels"].update(fingerprint="0123456789abcdef", values=[1, 2, 3]))
+    with pytest.raises(CheckpointError, match="different label table"):
+        load_checkpoint(path)
+
+
+def test_newer_format_version(checkpoint):
+    path, _ = checkpoint
+    _edit_card(path, lambda c: c.update(format_version=99))
+    with pytest.raises(CheckpointError, match="version 99 is newer"):
+        read_model_card(path)
+
+
+class _RunsCode:
+    """Unpickling this creates a marker file: proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("where", ["pt_file", "disguised_as_safetensors"])
+def test_pickle_payload_never_runs(checkpoint, tmp_path, where):
+    path, _ = checkpoint
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps({"state_dict": _RunsCode(marker)})
+    if where == "pt_file":
+        target = tmp_path / "evil.pt"
+        target.write_bytes(payload)
+        with pytest.raises(CheckpointError, match="refuses to unpickle"):
+            load_checkpoint(target)
+    else:
+        (path / WEIGHTS_FILE).write_bytes(payload)
+        _edit_card(path, lambda c: c["weights"].pop("sha256"))
+        with pytest.raises(CheckpointError, match="corrupt or not a safetensors file"):
+            load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_zip_with_unsafe_paths_is_refused(checkpoint, tmp_path):
+    path, _ = checkpoint
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(path / CARD_FILE, "../model_card.json")
+    with pytest.raises(CheckpointError, match="unsafe path"):
+        load_checkpoint(archive)
+
+
+def test_save_is_atomic_and_replaces_old(checkpoint):
+    path, network = checkpoint
+    shutil.copy(path / CARD_FILE, path.parent / "old_card.json")
+    save_checkpoint(network, {**tiny_card(), "name": "tiny-2"}, path)
+    assert read_model_card(path)["name"] == "tiny-2"
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]

@@ -1,0 +1,1 @@
+"""SpineSeg trainer: datasets, training, evaluation; imports the core, never the reverse."""

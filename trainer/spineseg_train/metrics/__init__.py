@@ -1,0 +1,79 @@
+"""Evaluation metrics and statistics (numpy / scipy only).
+
+* :mod:`.segmentation` — per-class Dice, IoU, accuracy (recall), their means, HD95 and ASSD in mm.
+* :mod:`.identification` — VerSe vertebra identification rate and Hungarian ID accuracy from centroids.
+* :mod:`.lesions` — lesion matching (box IoU and centre distance), precision / recall, AP, FROC sensitivity.
+* :mod:`.statistics` — patient-level BCa bootstrap intervals, paired Wilcoxon test, Holm–Bonferroni.
+
+Each module's docstring states its conventions.
+"""
+
+from .identification import (
+    IdAccuracyResult,
+    IdentificationResult,
+    centroids_mm,
+    id_accuracy,
+    identification_metrics,
+    identification_rate,
+)
+from .lesions import (
+    average_precision,
+    box_iou_3d,
+    evaluate_lesions,
+    froc_curve,
+    match_lesions,
+    pooled_ranking,
+    precision_recall_curve,
+    recall_at_fp_per_scan,
+    sensitivity_at_fp,
+)
+from .segmentation import (
+    accuracy_per_class,
+    assd,
+    class_counts,
+    confusion_matrix,
+    dice_per_class,
+    hd95,
+    iou_per_class,
+    per_label_surface_metrics,
+    per_vertebra_dice,
+    segmentation_scores,
+    surface_distances,
+    surface_metrics,
+)
+from .statistics import BootstrapCI, WilcoxonResult, bootstrap_ci, holm_bonferroni, wilcoxon_paired
+
+__all__ = [
+    "BootstrapCI",
+    "IdAccuracyResult",
+    "IdentificationResult",
+    "WilcoxonResult",
+    "accuracy_per_class",
+    "assd",
+    "average_precision",
+    "bootstrap_ci",
+    "box_iou_3d",
+    "centroids_mm",
+    "class_counts",
+    "confusion_matrix",
+    "dice_per_class",
+    "evaluate_lesions",
+    "froc_curve",
+    "hd95",
+    "holm_bonferroni",
+    "id_accuracy",
+    "identification_metrics",
+    "identification_rate",
+    "iou_per_class",
+    "match_lesions",
+    "per_label_surface_metrics",
+    "per_vertebra_dice",
+    "pooled_ranking",
+    "precision_recall_curve",
+    "recall_at_fp_per_scan",
+    "segmentation_scores",
+    "sensitivity_at_fp",
+    "surface_distances",
+    "surface_metrics",
+    "wilcoxon_paired",
+]
