@@ -173,6 +173,7 @@ def atomic_output_dir(final_dir: str | Path):
     temporary = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.partial-", dir=final_dir.parent))
     try:
         yield temporary
+        _publishable(temporary)
         if final_dir.exists():
             backup = final_dir.with_name(f".{final_dir.name}.old-{os.getpid()}")
             final_dir.rename(backup)
@@ -185,6 +186,20 @@ def atomic_output_dir(final_dir: str | Path):
         raise
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publishable(folder: Path) -> None:
+    """Give a temporary folder and its files the permissions a normal mkdir/open would have."""
+    mask = _umask()
+    folder.chmod(0o777 & ~mask)
+    for child in folder.rglob("*"):
+        child.chmod((0o777 if child.is_dir() else 0o666) & ~mask)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -192,6 +207,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -18,6 +18,7 @@ from .labels import LabelTable, load_label_table
 
 VARIANT_PENALTY = 2.0  # log-odds a transitional vertebra must win by
 SKIP_PENALTY = 6.0  # log-odds against a missing vertebra between two found ones
+MAX_PEAKS = 200  # heatmap peaks examined per scan, highest first
 
 
 @dataclass
@@ -81,35 +82,44 @@ def vertebra_instances(probabilities: np.ndarray, min_voxels: int) -> tuple[np.n
     (0 = background, n = instance n-1) and the instances.
     """
     classes = probabilities.argmax(axis=0)
-    instance_map = np.zeros(classes.shape, dtype=np.int32)
+    shape = classes.shape
+    instance_map = np.zeros(shape, dtype=np.int32)
     instances: list[Instance] = []
-    fragments = np.zeros(classes.shape, dtype=bool)
+    fragments = np.zeros(shape, dtype=bool)
     structure = ndimage.generate_binary_structure(3, 1)
-    log_p = np.log(np.clip(probabilities[1:], 1e-6, 1.0))
     for cls in np.unique(classes):
         if cls == 0:
             continue
         components, count = ndimage.label(classes == cls, structure)
-        sizes = np.bincount(components.ravel())
-        for component in range(1, count + 1):
-            if sizes[component] < min_voxels:
-                fragments |= components == component
+        sizes = np.bincount(components.ravel(), minlength=count + 1)
+        small = sizes < min_voxels
+        small[0] = False
+        fragments |= small[components]
+        for component, box in enumerate(ndimage.find_objects(components), start=1):
+            if box is None or small[component]:
                 continue
-            voxels = np.flatnonzero(components == component)
+            local = np.argwhere(components[box] == component) + [b.start for b in box]
+            voxels = np.ravel_multi_index(local.T, shape)
             instance_map.flat[voxels] = len(instances) + 1
-            centroid = np.array(np.unravel_index(voxels, classes.shape)).mean(axis=1)
-            instances.append(Instance(voxels, centroid, log_p.reshape(log_p.shape[0], -1)[:, voxels].mean(axis=1)))
-    # Fragments touching an instance join it (a pedicle predicted as the neighbour's label); others are islands.
+            log_prob = np.log(np.clip(probabilities[1:, local[:, 0], local[:, 1], local[:, 2]], 1e-6, 1.0))
+            instances.append(Instance(voxels, local.mean(axis=0), log_prob.mean(axis=1)))
     if fragments.any() and instances:
-        labelled_fragments, count = ndimage.label(fragments, structure)
-        grown = ndimage.grey_dilation(instance_map, size=(3, 3, 3))
-        for fragment in range(1, count + 1):
-            where = labelled_fragments == fragment
-            touching = grown[where]
-            touching = touching[touching > 0]
-            if touching.size:
-                instance_map[where] = np.bincount(touching).argmax()
+        _join_fragments(instance_map, fragments, structure)
     return instance_map, instances
+
+
+def _join_fragments(instance_map: np.ndarray, fragments: np.ndarray, structure) -> None:
+    """Fragments touching an instance join it (a pedicle predicted as the neighbour's label); others go."""
+    labelled, _ = ndimage.label(fragments, structure)
+    for fragment, box in enumerate(ndimage.find_objects(labelled), start=1):
+        if box is None:
+            continue
+        grown = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)
+        here = labelled[grown] == fragment
+        touching = instance_map[grown][ndimage.binary_dilation(here, structure) & ~here]
+        touching = touching[touching > 0]
+        if touching.size:
+            instance_map[grown][here] = np.bincount(touching).argmax()
 
 
 def label_vertebrae(probabilities: np.ndarray, affine: np.ndarray, min_volume_mm3: float = 300.0,
@@ -144,7 +154,7 @@ def detect_lesions(heatmaps: np.ndarray, affine: np.ndarray, labels: np.ndarray,
     order = np.argsort(-scores)
     kept: list[np.ndarray] = []
     lesions = []
-    for index in order:
+    for index in order[:MAX_PEAKS]:
         ijk = coords[index]
         ras = affine[:3, :3] @ ijk + affine[:3, 3]
         if any(np.linalg.norm(ras - other) < nms_radius_mm for other in kept):
@@ -152,10 +162,7 @@ def detect_lesions(heatmaps: np.ndarray, affine: np.ndarray, labels: np.ndarray,
         kept.append(ras)
         cls = int(heatmaps[:, ijk[0], ijk[1], ijk[2]].argmax())
         vertebra = _vertebra_at(labels, ijk, spacing)
-        half = combined >= 0.5 * combined[tuple(ijk)]
-        blob, _ = ndimage.label(half)
-        blob_voxels = int((blob == blob[tuple(ijk)]).sum())
-        size_mm = float(2.0 * (3.0 * blob_voxels * np.prod(spacing) / (4.0 * np.pi)) ** (1.0 / 3.0))
+        size_mm = _blob_diameter_mm(combined, ijk, spacing)
         lesions.append({
             "id": len(lesions) + 1,
             "class": table.lesion_class_names[cls],
@@ -166,6 +173,17 @@ def detect_lesions(heatmaps: np.ndarray, affine: np.ndarray, labels: np.ndarray,
             "vertebra_label": int(vertebra) if vertebra else None,
         })
     return lesions
+
+
+def _blob_diameter_mm(heat: np.ndarray, ijk: np.ndarray, spacing: np.ndarray, window_mm: float = 25.0) -> float:
+    """Equivalent-sphere diameter of the region around a peak above half its height."""
+    radius = np.maximum(1, np.round(window_mm / spacing)).astype(int)
+    lo = np.maximum(ijk - radius, 0)
+    hi = np.minimum(ijk + radius + 1, heat.shape)
+    window = heat[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    blobs, _ = ndimage.label(window >= 0.5 * heat[tuple(ijk)])
+    voxels = int((blobs == blobs[tuple(ijk - lo)]).sum())
+    return float(2.0 * (3.0 * voxels * np.prod(spacing) / (4.0 * np.pi)) ** (1.0 / 3.0))
 
 
 def _vertebra_at(labels: np.ndarray, ijk: np.ndarray, spacing: np.ndarray, search_mm: float = 10.0) -> int:

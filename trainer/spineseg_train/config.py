@@ -16,6 +16,7 @@ class StageData:
     path: str
     spacing: float
     weight: float = 1.0
+    crop_margin_mm: float | None = None  # cut in-plane to the spine plus this margin (the fine pass's view)
 
 
 @dataclass

@@ -24,6 +24,8 @@ from monai.transforms import (
 from SpineSegLib.labels import load_label_table
 from SpineSegLib.preprocess import Orientation, normalize_intensity, resample_array, resampled_grid
 
+from SpineSegLib.volume import Volume
+
 from .dataset import Case
 
 
@@ -37,11 +39,16 @@ class StageCase:
     foreground: np.ndarray  # (M, 3) sample of vertebra voxel coordinates
 
 
-def to_stage_grid(case: Case, spacing, window=(-1000.0, 1000.0), rng=None) -> StageCase:
+def to_stage_grid(case: Case, spacing, window=(-1000.0, 1000.0), rng=None,
+                  crop_margin_mm: float | None = None) -> StageCase:
+    """A case on a stage's grid; with ``crop_margin_mm`` the field of view is cut in-plane to the spine plus
+    that margin, as the fine inference pass sees it."""
     table = load_label_table()
     orientation = Orientation.of(case.ct)
     ct = orientation.canonical(case.ct)
     labels = orientation.to_canonical(case.labels.array)
+    if crop_margin_mm is not None and labels.any():
+        ct, labels = _crop_in_plane(ct, labels, crop_margin_mm)
     shape, affine = resampled_grid(ct.shape, ct.affine, spacing)
     image = resample_array(normalize_intensity(ct.array, window), shape).numpy()
     classes = table.value_to_class_lut()[resample_array(labels.astype(np.int16), shape, "nearest").numpy()]
@@ -58,11 +65,23 @@ def to_stage_grid(case: Case, spacing, window=(-1000.0, 1000.0), rng=None) -> St
     return StageCase(image.astype(np.float32), classes.astype(np.uint8), ijk, sigma, lesion_class, fg)
 
 
+def _crop_in_plane(ct: Volume, labels: np.ndarray, margin_mm: float) -> tuple[Volume, np.ndarray]:
+    where = np.argwhere(labels > 0)
+    margin = np.round(margin_mm / ct.spacing).astype(int)
+    lo = np.maximum(where.min(axis=0) - margin, 0)
+    hi = np.minimum(where.max(axis=0) + margin + 1, labels.shape)
+    lo[2], hi[2] = 0, labels.shape[2]
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    shift = np.eye(4)
+    shift[:3, 3] = lo
+    return Volume(ct.array[box], ct.affine @ shift), labels[box]
+
+
 def heatmap_target(shape, origin, lesion_ijk, lesion_sigma, lesion_class, num_classes) -> np.ndarray:
     """Per-class Gaussian peaks (value 1 at each lesion centre) inside the patch starting at ``origin``."""
     heat = np.zeros((num_classes, *shape), dtype=np.float32)
     grids = np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij")
-    for centre, sigma, cls in zip(lesion_ijk - origin, lesion_sigma, lesion_class):
+    for centre, sigma, cls in zip(np.round(lesion_ijk) - origin, lesion_sigma, lesion_class):
         if np.any(centre < -3 * sigma) or np.any(centre > np.array(shape) + 3 * sigma):
             continue
         d2 = sum((g - c) ** 2 for g, c in zip(grids, centre))
@@ -81,6 +100,13 @@ def augmentation(prob: float = 0.5) -> Compose:
         RandScaleIntensityd(keys="image", prob=0.3, factors=0.08),
         RandShiftIntensityd(keys="image", prob=0.3, offsets=0.02),
     ])
+
+
+def _restore_peaks(heat: torch.Tensor) -> torch.Tensor:
+    """Interpolation in augmentation lowers Gaussian peaks; the focal loss needs exactly 1 at each centre."""
+    local_max = torch.nn.functional.max_pool3d(heat[None], 3, stride=1, padding=1)[0]
+    heat[(heat == local_max) & (heat > 0.5)] = 1.0
+    return heat
 
 
 class PatchSampler:
@@ -123,7 +149,7 @@ class PatchSampler:
             self.transform.set_random_state(int(self.rng.integers(2**31)))
             item = self.transform(item)
         return {"image": torch.as_tensor(item["image"]).float(), "seg": torch.as_tensor(item["seg"]).long(),
-                "heat": torch.as_tensor(item["heat"]).float().clamp(0, 1)}
+                "heat": _restore_peaks(torch.as_tensor(item["heat"]).float().clamp(0, 1))}
 
     def batch(self, size: int) -> dict[str, torch.Tensor]:
         items = [self.sample() for _ in range(size)]

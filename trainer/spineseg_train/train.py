@@ -77,8 +77,8 @@ class Trainer:
 
     def load_data(self) -> None:
         for stage in self.config.data:
-            cases = [to_stage_grid(case, (stage.spacing,) * 3, self.config.intensity_window, self.rng)
-                     for case in load_dataset(stage.path)]
+            cases = [to_stage_grid(case, (stage.spacing,) * 3, self.config.intensity_window, self.rng,
+                                   stage.crop_margin_mm) for case in load_dataset(stage.path)]
             self.samplers.append(PatchSampler(cases, self.config.patch_size, self.rng))
             self.weights.append(stage.weight)
             self.log(f"loaded {len(cases)} cases from {stage.path} at {stage.spacing} mm")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 import torch.nn as nn
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
@@ -50,15 +51,20 @@ def build_network(arch_id: str, in_channels: int, num_classes: int, num_lesion_c
     return builder(in_channels=in_channels, num_classes=num_classes, num_lesion_classes=num_lesion_classes, **arch_args)
 
 
+LESION_PRIOR_LOGIT = -4.6  # sigmoid = 0.01: lesions are rare, so heatmaps start near zero (as in CenterNet)
+
+
 class SplitHeads(nn.Module):
     """Wraps a backbone with ``num_classes + num_lesion_classes`` output channels into the dict contract."""
 
-    def __init__(self, backbone: nn.Module, num_classes: int, size_divisor: int):
+    def __init__(self, backbone: nn.Module, num_classes: int, num_lesion_classes: int, size_divisor: int):
         super().__init__()
         self.backbone = backbone
         self.num_classes = num_classes
         self.size_divisor = size_divisor
+        # A separate bias on the lesion logits lets every backbone start from the rare-lesion prior.
+        self.lesion_bias = nn.Parameter(torch.full((1, num_lesion_classes, 1, 1, 1), LESION_PRIOR_LOGIT))
 
     def forward(self, x):
         out = self.backbone(x)
-        return {"seg": out[:, : self.num_classes], "lesion": out[:, self.num_classes :]}
+        return {"seg": out[:, : self.num_classes], "lesion": out[:, self.num_classes :] + self.lesion_bias}

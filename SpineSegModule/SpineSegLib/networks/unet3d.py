@@ -22,4 +22,4 @@ def build_unet3d(in_channels: int, num_classes: int, num_lesion_classes: int,
         norm=norm,
         dropout=dropout,
     )
-    return SplitHeads(backbone, num_classes, size_divisor=2 ** (len(channels) - 1))
+    return SplitHeads(backbone, num_classes, num_lesion_classes, size_divisor=2 ** (len(channels) - 1))

@@ -1,0 +1,102 @@
+"""Post-processing: consistent numbering of vertebra instances and lesion peaks."""
+
+import numpy as np
+
+from SpineSegLib.labels import load_label_table
+from SpineSegLib.postprocess import consistent_numbering, detect_lesions, label_vertebrae
+
+TABLE = load_label_table()
+RANK = {name: i for i, name in enumerate(TABLE.names)}
+
+
+def _log_probs(names_believed, confidence=0.6):
+    """Instances whose class probability favours the given names, the rest spread evenly."""
+    k = len(TABLE)
+    rows = []
+    for name in names_believed:
+        p = np.full(k, (1 - confidence) / (k - 1))
+        p[RANK[name]] = confidence
+        rows.append(np.log(p))
+    return np.array(rows)
+
+
+def _names(ranks):
+    return [TABLE.names[r] for r in ranks]
+
+
+def test_correct_sequence_is_kept():
+    names = ["T11", "T12", "L1", "L2", "L3"]
+    assert _names(consistent_numbering(_log_probs(names))) == names
+
+
+def test_a_vertebra_labelled_twice_is_renumbered_from_its_neighbours():
+    believed = ["L1", "L2", "L2", "L4", "L5", "sacrum"]
+    assert _names(consistent_numbering(_log_probs(believed))) == ["L1", "L2", "L3", "L4", "L5", "sacrum"]
+
+
+def test_off_by_one_minority_is_outvoted():
+    believed = ["T5", "T6", "T8", "T8", "T9", "T10"]  # one instance mistaken for its lower neighbour
+    assert _names(consistent_numbering(_log_probs(believed))) == ["T5", "T6", "T7", "T8", "T9", "T10"]
+
+
+def test_transitional_vertebrae_need_evidence():
+    plain = ["T11", "T12", "L1", "L2"]
+    assert _names(consistent_numbering(_log_probs(plain))) == plain
+    with_t13 = ["T11", "T12", "T13", "L1", "L2"]
+    assert _names(consistent_numbering(_log_probs(with_t13, confidence=0.9))) == with_t13
+    with_l6 = ["L4", "L5", "L6", "sacrum"]
+    assert _names(consistent_numbering(_log_probs(with_l6, confidence=0.9))) == with_l6
+
+
+def _blocks(values, shape=(20, 20, 80)):
+    """Class probabilities of a stack of vertebra blocks along S, top first, each predicted as ``values``."""
+    probs = np.zeros((TABLE.num_classes, *shape), dtype=np.float32)
+    probs[0] = 1.0
+    lut = TABLE.value_to_class_lut()
+    for n, value in enumerate(values):
+        k_hi = shape[2] - 2 - n * 12
+        view = (slice(5, 15), slice(5, 15), slice(k_hi - 9, k_hi))
+        probs[0][view] = 0.1
+        probs[lut[value]][view] = 0.9
+    return probs
+
+
+def test_label_vertebrae_orders_instances_cranio_caudally_and_removes_islands():
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    values = [TABLE.by_name(n).value for n in ["L1", "L2", "L2", "L4"]]
+    probs = _blocks(values)
+    probs[0, 0, 0, 0], probs[TABLE.value_to_class_lut()[25], 0, 0, 0] = 0.0, 1.0  # a one-voxel island
+    labels = label_vertebrae(probs, affine, min_volume_mm3=50)
+    found = [int(labels[10, 10, k]) for k in (74, 62, 50, 38)]
+    assert [TABLE.by_value(v).name for v in found] == ["L1", "L2", "L3", "L4"]
+    assert labels[0, 0, 0] == 0
+
+
+def test_label_vertebrae_on_an_lps_grid_still_orders_by_superior_position():
+    affine = np.diag([-2.0, -2.0, -2.0, 1.0])  # k runs inferior: the first block in k is the lowest
+    values = [TABLE.by_name(n).value for n in ["L4", "L3", "L2", "L1"]]
+    labels = label_vertebrae(_blocks(values), affine, min_volume_mm3=50)
+    assert [TABLE.by_value(int(labels[10, 10, k])).name for k in (74, 62, 50, 38)] == ["L4", "L3", "L2", "L1"]
+
+
+def test_detect_lesions_peaks_nms_class_and_vertebra():
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    shape = (40, 40, 40)
+    grid = np.indices(shape).astype(np.float32)
+    heat = np.zeros((3, *shape), dtype=np.float32)
+
+    def blob(centre, sigma):
+        return np.exp(-((grid - np.array(centre)[:, None, None, None]) ** 2).sum(0) / (2 * sigma**2))
+
+    heat[1] = 0.9 * blob((10, 10, 10), 2.0) + 0.85 * blob((12, 10, 10), 2.0)  # two peaks 2 mm apart: one lesion
+    heat[2] = 0.7 * blob((30, 30, 30), 3.0)
+    heat[0] = 0.2 * blob((20, 20, 20), 2.0)  # below threshold
+    labels = np.zeros(shape, dtype=np.uint8)
+    labels[5:16, 5:16, 5:16] = TABLE.by_name("L1").value
+    lesions = detect_lesions(heat, affine, labels, threshold=0.3, nms_radius_mm=5.0)
+    assert len(lesions) == 2
+    first, second = lesions
+    assert first["class"] == "lytic" and first["vertebra"] == "L1" and first["score"] > second["score"]
+    assert np.allclose(first["center_ras"], [10, 10, 10], atol=1.5)
+    assert second["class"] == "sclerotic" and second["vertebra"] is None
+    assert 3 < second["size_mm"] < 15
