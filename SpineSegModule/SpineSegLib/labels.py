@@ -142,7 +142,7 @@ class LabelTable:
         return self.document
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(path: str) -> LabelTable:
     with open(path, encoding="utf-8") as f:
         return LabelTable(json.load(f))

@@ -8,7 +8,7 @@ check, and writers only publish results after the last check, so nothing half-wr
 from __future__ import annotations
 
 import threading
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from .errors import Cancelled
 
@@ -40,8 +40,8 @@ class CancelToken:
 class SubProgress:
     """Maps a sub-task's [0, 1] onto [start, stop] of its parent's progress, so stages nest cleanly."""
 
-    def __init__(self, parent: Optional[ProgressCallback], start: float, stop: float,
-                 cancel: Optional[CancelToken] = None):
+    def __init__(self, parent: ProgressCallback | None, start: float, stop: float,
+                 cancel: CancelToken | None = None):
         self.parent = parent or no_progress
         self.start, self.stop = start, stop
         self.cancel = cancel

@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from scipy import ndimage
+
 from SpineSegLib.errors import InputError
 from SpineSegLib.labels import load_label_table
 from SpineSegLib.phantom import REGIONS, PhantomConfig, generate_phantom, write_phantom

@@ -14,7 +14,7 @@ Input spatial sizes must be multiples of ``network.size_divisor`` (an int attrib
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
