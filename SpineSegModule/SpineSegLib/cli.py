@@ -119,11 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_host_commands(commands) -> None:
-    """Commands provided by other hosts' modules, when those are installed."""
-    try:
-        from . import cli_hosts
-    except ImportError:
-        return
+    """Commands of the other hosts: offscreen pictures (slicer-core) and the browser front end (trame-slicer)."""
+    from . import cli_hosts, render
+
+    render.add_render_command(commands)
     cli_hosts.add_commands(commands)
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 from .errors import SpineSegError
 
@@ -36,7 +36,7 @@ class DependencyError(SpineSegError):
     """Required Python packages are missing and were not installed."""
 
 
-def requirements_file() -> Optional[Path]:
+def requirements_file() -> Path | None:
     """``requirements.txt``: installed with the module (Resources/SpineSeg) or in the source tree."""
     candidates = [_HERE.parent / "Resources" / "SpineSeg" / "requirements.txt",
                   _HERE.parent.parent / "SpineSegExtension" / "requirements.txt"]
@@ -95,7 +95,7 @@ def missing_requirements(requirements: list[str] | None = None, find_spec: Calla
 
 
 def ensure_dependencies(confirm: Callable[[str], bool], pip_install: Callable[[str], object],
-                        install_torch: Optional[Callable[[], object]] = None,
+                        install_torch: Callable[[], object] | None = None,
                         requirements: list[str] | None = None,
                         find_spec: Callable = importlib.util.find_spec) -> list[str]:
     """Install missing packages after asking; returns what was installed ([] when nothing was missing).

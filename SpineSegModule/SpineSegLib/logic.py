@@ -12,9 +12,9 @@ import json
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 
@@ -29,7 +29,7 @@ DEVICES = {"Auto": "auto", "GPU": "cuda", "CPU": "cpu", "auto": "auto", "cuda": 
 class SegmentOptions:
     """What the user chose in the module panel."""
 
-    model: Optional[str] = None  # checkpoint folder or .zip; None = the bundled default
+    model: str | None = None  # checkpoint folder or .zip; None = the bundled default
     device: str = "auto"  # auto | cuda | cpu (or the panel's Auto | GPU | CPU)
     fast: bool = False
     keep_previous: bool = False
@@ -38,7 +38,7 @@ class SegmentOptions:
     heatmap_threshold: float = _scene.DEFAULT_HEATMAP_THRESHOLD
     heatmap_opacity: float = _scene.DEFAULT_HEATMAP_OPACITY
     in_process: bool = False  # run segment_volume in this process (tests, scripting)
-    python: Optional[str] = None  # the Python for the CLI (default: PythonSlicer in Slicer, sys.executable here)
+    python: str | None = None  # the Python for the CLI (default: PythonSlicer in Slicer, sys.executable here)
 
 
 # --- models ----------------------------------------------------------------------------------------------------
@@ -60,23 +60,44 @@ def resolve_model(model: str | Path | None) -> Path:
     return path
 
 
-def check_model(model: str | Path | None) -> dict:
-    """Validate a checkpoint's model card (no weights loaded) and return it; raises CheckpointError."""
+def check_model(model: str | Path | None, full: bool = True) -> dict:
+    """Validate a checkpoint's model card (no weights loaded) and return it; raises CheckpointError.
+
+    ``full``: the checkpoint module's complete validation (imports torch for the architecture registry); without
+    it, or while torch is not installed, only what the card alone tells is checked (for showing it in a panel).
+    """
     path = resolve_model(model)
-    try:
-        from .checkpoint import read_model_card
-    except ImportError as error:  # torch or safetensors not installed yet: check what can be checked
-        card = read_card_file(path)
-        if not isinstance(card.get("architecture"), dict) or "name" not in card:
-            raise CheckpointError(f"{path}: not a SpineSeg checkpoint (its model card lacks name or "
-                                  "architecture)") from error
-        return card
+    if full:
+        try:
+            from .checkpoint import read_model_card
+        except ImportError:
+            full = False
+    if not full:
+        return _light_card_check(path)
     try:
         return read_model_card(path)
     except CheckpointError:
         raise
     except Exception as error:  # a card that breaks the validator is still a bad checkpoint
         raise CheckpointError(f"{path}: cannot read the checkpoint ({type(error).__name__}: {error})") from error
+
+
+def _light_card_check(path: Path) -> dict:
+    if path.is_file() and path.suffix.lower() in (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin"):
+        raise CheckpointError(f"{path.name} looks like a pickle-based PyTorch file; SpineSeg refuses to unpickle "
+                              "checkpoints. Use a SpineSeg checkpoint folder or .zip.")
+    card = read_card_file(path)
+    if not isinstance(card, dict):
+        raise CheckpointError(f"{path}: model_card.json must hold a JSON object")
+    missing = [key for key in ("format_version", "name", "architecture", "labels", "preprocessing") if key not in card]
+    if missing or not isinstance(card.get("architecture"), dict):
+        raise CheckpointError(f"{path}: not a SpineSeg checkpoint (its model card lacks "
+                              f"{', '.join(missing) or 'an architecture'})")
+    from .labels import load_label_table
+
+    if (card.get("labels") or {}).get("fingerprint") != load_label_table().fingerprint():
+        raise CheckpointError(f"{path}: the model was trained with a different label table than this SpineSeg uses")
+    return card
 
 
 def read_card_file(path: str | Path) -> dict:
@@ -100,32 +121,60 @@ def describe_model(card: dict) -> str:
     """One short paragraph for the panel: name, architecture, metrics, measured CPU and GPU time."""
     arch = card.get("architecture") or {}
     args = arch.get("args") or {}
-    arch_text = arch.get("id", "?") + (f" ({', '.join(f'{k}={v}' for k, v in args.items())})" if args else "")
+    arch_text = str(arch.get("id", "?")) + (f" ({', '.join(f'{k}={v}' for k, v in args.items())})" if args else "")
     lines = [f"{card.get('name', 'unnamed model')}", f"Architecture: {arch_text}"]
-    metrics = card.get("metrics") or {}
-    flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-    if flat:
-        lines.append("Metrics: " + ", ".join(f"{k} {_fmt_metric(v)}" for k, v in list(flat.items())[:6]))
+    metrics = _numbers(card.get("metrics") or {})
+    shown = [(k, v) for k, v in metrics if not k.endswith(("seconds", "cases"))][:6]
+    if shown:
+        lines.append("Metrics: " + ", ".join(f"{_metric_name(k)} {_fmt_metric(v)}" for k, v in shown))
     timing = card.get("timing") or {}
     times = []
-    for key, label in (("cpu_seconds", "CPU"), ("gpu_seconds", "GPU")):
-        value = timing.get(key)
-        if isinstance(value, (int, float)):
-            times.append(f"{label} {value:.0f} s" if value >= 10 else f"{label} {value:.1f} s")
+    for prefix, label in (("cpu_seconds", "CPU"), ("gpu_seconds", "GPU")):
+        for key, value in timing.items():
+            if key.startswith(prefix) and isinstance(value, (int, float)) and not isinstance(value, bool):
+                mode = key[len(prefix):].strip("_")
+                times.append(f"{label}{f' ({mode})' if mode else ''} {value:.0f} s" if value >= 10
+                             else f"{label}{f' ({mode})' if mode else ''} {value:.1f} s")
     if times:
         reference = timing.get("reference") or timing.get("input")
         lines.append("Measured time: " + ", ".join(times) + (f" ({reference})" if isinstance(reference, str) else ""))
     return "\n".join(lines)
 
 
+def _numbers(tree: dict, prefix: str = "") -> list[tuple[str, float]]:
+    """Numeric leaves of a nested metrics dict as (dotted name, value)."""
+    found = []
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            found += _numbers(value, name + ".")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:  # not NaN
+            found.append((name, value))
+    return found
+
+
+METRIC_NAMES = {
+    "mean_vertebra_dice": "Dice", "dice": "Dice", "identification_rate": "ID rate", "id_rate": "ID rate",
+    "lesion_recall_at_1fp": "lesion recall@1FP", "lesion_recall_at_1fp_strict": "lesion recall@1FP (strict)",
+    "lesion_ap": "lesion AP",
+}
+
+
+def _metric_name(dotted: str) -> str:
+    *groups, leaf = dotted.split(".")
+    name = METRIC_NAMES.get(leaf, leaf)
+    return f"{name} ({'/'.join(groups)})" if groups else name
+
+
 def _fmt_metric(value: float) -> str:
     return f"{value:.3f}" if isinstance(value, float) and abs(value) <= 1.5 else f"{value:g}"
 
 
-def model_summary(model: str | Path | None) -> tuple[str, bool]:
-    """(text, ok) for the panel's model label; never raises."""
+def model_summary(model: str | Path | None, full: bool = False) -> tuple[str, bool]:
+    """(text, ok) for the panel's model label; never raises. Light check by default: the panel must not import
+    torch into the application just to show a card (the full check runs when Segment is clicked)."""
     try:
-        return describe_model(check_model(model)), True
+        return describe_model(check_model(model, full=full)), True
     except SpineSegError as error:
         return str(error), False
 
@@ -163,8 +212,8 @@ class SegmentationRun:
     """
 
     def __init__(self, scene, input_node, options: SegmentOptions | None = None,
-                 on_progress: Optional[Callable[[float, str], None]] = None,
-                 on_finished: Optional[Callable[[SegmentationRun], None]] = None, segment=None):
+                 on_progress: Callable[[float, str], None] | None = None,
+                 on_finished: Callable[[SegmentationRun], None] | None = None, segment=None):
         self.scene = scene
         self.input_node = input_node
         self.options = options or SegmentOptions()
@@ -173,10 +222,10 @@ class SegmentationRun:
         self.segment = segment  # in-process only: a stand-in for segment_volume (tests)
         self.state = _process.IDLE
         self.message = ""
-        self.nodes: Optional[_scene.ResultNodes] = None
+        self.nodes: _scene.ResultNodes | None = None
         self.card: dict = {}
         self.runner = None
-        self.workdir: Optional[Path] = None
+        self.workdir: Path | None = None
         self._notified = False
 
     @property
@@ -201,6 +250,7 @@ class SegmentationRun:
         else:
             from .io import write_nifti
 
+            del volume  # the float32 copy made for the checks; the file keeps the node's own voxel type
             self.workdir = Path(tempfile.mkdtemp(prefix="spineseg-"))
             try:
                 source = _scene.node_to_volume(self.input_node)

@@ -81,7 +81,9 @@ def vertebra_instances(probabilities: np.ndarray, min_voxels: int) -> tuple[np.n
     ``probabilities``: (C, I, J, K) class probabilities, class 0 background. Returns the instance map
     (0 = background, n = instance n-1) and the instances.
     """
-    classes = probabilities.argmax(axis=0)
+    # Foreground first, then the most likely vertebra: a voxel the network is sure is bone but unsure which
+    # vertebra it belongs to must not fall to background just because its probability is spread over levels.
+    classes = np.where(probabilities[0] < 0.5, probabilities[1:].argmax(axis=0) + 1, 0)
     shape = classes.shape
     instance_map = np.zeros(shape, dtype=np.int32)
     instances: list[Instance] = []

@@ -26,8 +26,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 IDLE, RUNNING, DONE, ERROR, CANCELLED = "idle", "running", "done", "error", "cancelled"
 FINISHED_STATES = (DONE, ERROR, CANCELLED)
@@ -116,7 +116,7 @@ def kill_process_tree(pid: int, timeout: float = 3.0) -> list[int]:
     return pids
 
 
-def _process_group(pid: int) -> Optional[int]:
+def _process_group(pid: int) -> int | None:
     if os.name != "posix":
         return None
     try:
@@ -129,8 +129,8 @@ def _process_group(pid: int) -> Optional[int]:
 class _RunnerBase:
     """State, progress and callbacks shared by the out-of-process and in-process runners."""
 
-    def __init__(self, on_progress: Optional[ProgressCallback] = None,
-                 on_finished: Optional[Callable[[_RunnerBase], None]] = None):
+    def __init__(self, on_progress: ProgressCallback | None = None,
+                 on_finished: Callable[[_RunnerBase], None] | None = None):
         self.on_progress = on_progress
         self.on_finished = on_finished
         self.state = IDLE
@@ -176,7 +176,7 @@ class _RunnerBase:
                 self.on_finished(self)
 
     def wait(self, timeout: float | None = None, interval: float = 0.05,
-             idle: Optional[Callable[[], None]] = None) -> str:
+             idle: Callable[[], None] | None = None) -> str:
         """Poll until finished (or ``timeout`` s); ``idle`` runs between polls (e.g. ``slicer.app.processEvents``)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.poll() not in FINISHED_STATES:
@@ -199,22 +199,22 @@ class ProcessRunner(_RunnerBase):
     """
 
     def __init__(self, command: list[str], output_dir: str | Path | None = None,
-                 on_progress: Optional[ProgressCallback] = None,
-                 on_finished: Optional[Callable[[ProcessRunner], None]] = None,
+                 on_progress: ProgressCallback | None = None,
+                 on_finished: Callable[[ProcessRunner], None] | None = None,
                  env: dict | None = None, cwd: str | Path | None = None):
         super().__init__(on_progress, on_finished)
         self.command = [str(c) for c in command]
         self.output_dir = Path(output_dir).absolute() if output_dir is not None else None
         self.env = env if env is not None else subprocess_environment()
         self.cwd = str(cwd) if cwd is not None else None
-        self.output: Optional[Path] = None  # the folder the command reported in its "done" event
-        self.returncode: Optional[int] = None
+        self.output: Path | None = None  # the folder the command reported in its "done" event
+        self.returncode: int | None = None
         self.log_lines: collections.deque = collections.deque(maxlen=200)  # non-JSON stdout lines
         self.stderr_lines: collections.deque = collections.deque(maxlen=STDERR_TAIL_LINES)
-        self.process: Optional[subprocess.Popen] = None
+        self.process: subprocess.Popen | None = None
         self._threads: list[threading.Thread] = []
-        self._done_event: Optional[dict] = None
-        self._error_event: Optional[dict] = None
+        self._done_event: dict | None = None
+        self._error_event: dict | None = None
         self._output_existed = False
         self._started_at = 0.0
         self.elapsed = 0.0
@@ -225,7 +225,7 @@ class ProcessRunner(_RunnerBase):
         return cls(segment_command(input_path, output_dir, model, device, fast, python), output_dir, **kwargs)
 
     @property
-    def pid(self) -> Optional[int]:
+    def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 
     @property
@@ -390,8 +390,8 @@ class InProcessRunner(_RunnerBase):
     """
 
     def __init__(self, ct, model=None, device: str = "auto", fast: bool = False,
-                 on_progress: Optional[ProgressCallback] = None,
-                 on_finished: Optional[Callable[[InProcessRunner], None]] = None, segment=None):
+                 on_progress: ProgressCallback | None = None,
+                 on_finished: Callable[[InProcessRunner], None] | None = None, segment=None):
         super().__init__(on_progress, on_finished)
         from .progress import CancelToken
 
@@ -399,8 +399,8 @@ class InProcessRunner(_RunnerBase):
         self.segment = segment
         self.token = CancelToken()
         self._result = None
-        self._error: Optional[BaseException] = None
-        self._thread: Optional[threading.Thread] = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
         self._started_at = 0.0
         self.elapsed = 0.0
 

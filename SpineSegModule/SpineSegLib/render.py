@@ -27,6 +27,7 @@ SEGMENT_OPACITY = 0.5  # Slicer's default 2D fill opacity
 HEATMAP_THRESHOLD = 0.3
 HEATMAP_OPACITY = 0.6
 SLICE_SIZE = 512  # longest side of a slice picture, in pixels
+HEADER_PIXELS = 18  # a strip above each slice for its title
 VIEW_SIZE = (640, 640)
 
 # Plane axes in RAS for the picture's x (to the right) and y (upwards): radiological convention as in Slicer
@@ -374,7 +375,10 @@ def render_slice(data: ViewData, plane: str, point, path: str | Path, size: int 
     draw.text((width - 12, height // 2 - 6), right, fill=(255, 255, 0))
     draw.text((width // 2 - 3, 2), top, fill=(255, 255, 0))
     draw.text((width // 2 - 3, height - 14), bottom, fill=(255, 255, 0))
-    draw.text((4, 2), f"{plane} {data.title}".strip(), fill=(230, 230, 230))
+    framed = Image.new("RGB", (width, height + HEADER_PIXELS), (24, 24, 24))
+    framed.paste(image, (0, HEADER_PIXELS))
+    ImageDraw.Draw(framed).text((4, 3), f"{plane.capitalize()}  {data.title}".strip(), fill=(230, 230, 230))
+    image = framed
     path = Path(path)
     image.save(path)
     return path
@@ -402,6 +406,9 @@ def render_3d(data: ViewData, path: str | Path, size=VIEW_SIZE) -> Path:
         actor.GetProperty().SetSpecular(0.2)
         actor.GetProperty().SetSpecularPower(20)
         renderer.AddActor(actor)
+    overlay = vtk.vtkRenderer()  # lesions on a layer above the surfaces: visible even inside a vertebra
+    overlay.SetLayer(1)
+    overlay.InteractiveOff()
     for lesion in data.lesions:
         sphere = vtk.vtkSphereSource()
         sphere.SetCenter(*[float(c) for c in lesion["center_ras"]])
@@ -412,16 +419,18 @@ def render_3d(data: ViewData, path: str | Path, size=VIEW_SIZE) -> Path:
         mapper.SetInputConnection(sphere.GetOutputPort())
         actor = vtk.vtkActor()
         actor.SetMapper(mapper)
-        actor.GetProperty().SetColor(1.0, 0.2, 0.2)
-        actor.GetProperty().SetOpacity(0.8)
-        renderer.AddActor(actor)
+        actor.GetProperty().SetColor(1.0, 0.15, 0.15)
+        overlay.AddActor(actor)
     if not data.surfaces and not data.lesions:
         _add_ct_outline(renderer, data.ct)
     window = vtk.vtkRenderWindow()
     window.SetOffScreenRendering(1)
     window.SetSize(*size)
+    window.SetNumberOfLayers(2)
     window.AddRenderer(renderer)
+    window.AddRenderer(overlay)
     camera = renderer.GetActiveCamera()
+    overlay.SetActiveCamera(camera)
     renderer.ResetCamera()
     focal = np.array(camera.GetFocalPoint())
     distance = camera.GetDistance()
@@ -431,6 +440,7 @@ def render_3d(data: ViewData, path: str | Path, size=VIEW_SIZE) -> Path:
     camera.SetViewUp(0, 0, 1)
     renderer.ResetCamera()
     camera.Zoom(1.15)
+    renderer.ResetCameraClippingRange()
     window.Render()
     grabber = vtk.vtkWindowToImageFilter()
     grabber.SetInput(window)
@@ -457,15 +467,36 @@ def _add_ct_outline(renderer, ct: Volume) -> None:
     renderer.AddActor(actor)
 
 
+def add_render_command(commands) -> None:
+    """Register ``spineseg render SOURCE -o OUT [--ct CT] [--size N]`` on the CLI's subparsers (``cli.main`` calls
+    ``args.run(args, reporter, cancel)`` and reports the returned folder)."""
+    parser = commands.add_parser("render", help="pictures of a result as the Slicer module shows it (PNG)")
+    _render_arguments(parser)
+    parser.set_defaults(run=_run_render_command)
+
+
+def _render_arguments(parser) -> None:
+    parser.add_argument("source", help="a spineseg segment output folder or a .mrml scene")
+    parser.add_argument("-o", "--output", required=True, help="folder for the PNGs")
+    parser.add_argument("--ct", default=None, help="the CT a result folder was made from")
+    parser.add_argument("--size", type=int, default=SLICE_SIZE, help="longest side of a slice picture (pixels)")
+    parser.add_argument("--json-progress", action="store_true", help="print JSON progress lines")
+
+
+def _run_render_command(args, reporter, cancel) -> Path:
+    reporter(0.0, "loading")
+    render_scene_views(args.source, args.output, ct=args.ct, size=args.size)
+    cancel.raise_if_cancelled()
+    reporter(1.0, "done")
+    return Path(args.output)
+
+
 def main(argv=None) -> int:
-    """``python -m SpineSegLib.render RESULT_DIR_OR_MRML -o OUT [--ct CT]`` (the CLI's ``render`` command)."""
+    """``python -m SpineSegLib.render RESULT_DIR_OR_MRML -o OUT [--ct CT]``."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="spineseg render", description=main.__doc__)
-    parser.add_argument("source", help="a spineseg segment output folder or a .mrml scene")
-    parser.add_argument("-o", "--output", required=True, help="folder for the PNGs")
-    parser.add_argument("--ct", default=None, help="the CT of a result folder")
-    parser.add_argument("--size", type=int, default=SLICE_SIZE)
+    _render_arguments(parser)
     args = parser.parse_args(argv)
     written = render_scene_views(args.source, args.output, ct=args.ct, size=args.size)
     print(json.dumps({name: str(path) for name, path in written.items()}))

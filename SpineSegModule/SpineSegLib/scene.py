@@ -14,6 +14,7 @@ volume's node ID, also kept as a node reference that survives scene import) and 
 
 from __future__ import annotations
 
+import atexit
 import json
 import re
 import uuid
@@ -23,7 +24,6 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .io import MIN_SLICES, check_ct_intensities
 from .labels import LabelTable, load_label_table
 from .volume import Volume
 
@@ -137,9 +137,28 @@ def get_module_logic(scene, name: str):
 
 
 def release_scene(context: SceneContext) -> None:
-    """Forget a scene made by :func:`create_scene` and clear it."""
+    """Forget a scene made by :func:`create_scene`: clear it and detach its logics (in an order that is safe)."""
     _CONTEXTS.pop(_scene_key(context.scene), None)
     context.scene.Clear(1)
+    for slice_logic in context.slice_logics:
+        slice_logic.SetMRMLScene(None)
+    context.slice_logics.clear()
+    if context.app_logic is not None:
+        context.app_logic.SetSliceLogics(None)
+    for name, logic in list(context.logics.items()):
+        if name != "Colors":
+            logic.SetMRMLScene(None)
+    context.logics.clear()
+
+
+@atexit.register
+def _release_all_scenes() -> None:
+    """Slice logics destroyed after their scene at interpreter exit crash VTK: release scenes first."""
+    for context in list(_CONTEXTS.values()):
+        try:
+            release_scene(context)
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
 
 
 def _unique_name(scene, name: str) -> str:
@@ -190,6 +209,8 @@ def check_input_volume_node(node) -> Volume:
     Raises :class:`InputError` with a message for the user when nothing is selected, when the node is a labelmap,
     a vector/tensor image, has no voxels, is 2D or a single slice, holds non-finite values or is not a CT.
     """
+    from .io import MIN_SLICES, check_ct_intensities  # nibabel: imported only when checking, not with the module
+
     if node is None:
         raise InputError("No input volume is selected: choose the CT volume to segment.")
     name = node.GetName() or node.GetID()
@@ -241,7 +262,7 @@ class ResultNodes:
 
     def ids(self) -> dict[str, str]:
         return {role: node.GetID() for role, node in zip(ROLES, (self.segmentation, self.heatmap, self.lesions,
-                                                                   self.table)) if node is not None}
+                                                                   self.table), strict=True) if node is not None}
 
     def set(self, role: str, node) -> None:
         setattr(self, {ROLE_SEGMENTATION: "segmentation", ROLE_HEATMAP: "heatmap", ROLE_LESIONS: "lesions",
@@ -271,34 +292,38 @@ def add_result_to_scene(scene, result, input_node, *, keep_previous: bool = Fals
     table = table or load_label_table()
     if input_node is None or input_node.GetScene() is not scene:
         raise InputError("the input volume is not in this scene")
-    if not keep_previous:
-        keep = {segmentation_node.GetID()} if segmentation_node is not None else set()
-        remove_results(scene, input_node, keep_ids=keep)
     run_id = uuid.uuid4().hex[:12]
     base = input_node.GetName() or "CT"
     nodes = ResultNodes(run_id=run_id)
+    names = {ROLE_SEGMENTATION: f"{base} vertebrae", ROLE_HEATMAP: f"{base} lesion heatmap",
+             ROLE_LESIONS: f"{base} lesions", ROLE_REPORT: f"{base} vertebra report"}
+    model = result.report.get("model") if isinstance(result.report, dict) else None
+    model_name = str(model.get("name", "")) if isinstance(model, dict) else ""
+    created = []  # removed again if anything fails: a result is added whole or not at all
+    try:
+        if segmentation_node is None:
+            segmentation_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode",
+                                                        _unique_name(scene, names[ROLE_SEGMENTATION]))
+            created.append(segmentation_node)
+        fill_segmentation(segmentation_node, result.labels, input_node, table)
+        nodes.segmentation = segmentation_node
+        heat = volume_to_node(scene, Volume(np.asarray(result.heatmap.array, dtype=np.float32),
+                                            result.heatmap.affine), name=names[ROLE_HEATMAP])
+        created.append(heat)
+        configure_heatmap_display(heat, threshold=heatmap_threshold)
+        heat.SetAttribute(ATTR_HEATMAP_OPACITY, f"{heatmap_opacity:g}")
+        nodes.heatmap = heat
+        nodes.lesions = _lesion_markups(scene, result.lesions, names[ROLE_LESIONS])
+        created.append(nodes.lesions)
+        nodes.table = _vertebra_table(scene, result.vertebrae, result.lesions, names[ROLE_REPORT])
+        created.append(nodes.table)
+        nodes.table.SetAttribute(ATTR_REPORT, json.dumps(result.report, default=_json_default))
+    except BaseException:
+        for node in created:
+            _remove_node(scene, node)
+        raise
 
-    model_name = str(result.report.get("model", {}).get("name", "")) if isinstance(result.report.get("model"),
-                                                                                    dict) else ""
-    # segmentation
-    if segmentation_node is None:
-        segmentation_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode",
-                                                    _unique_name(scene, f"{base} vertebrae"))
-    fill_segmentation(segmentation_node, result.labels, input_node, table)
-    nodes.segmentation = segmentation_node
-    # heatmap
-    heat = volume_to_node(scene, Volume(np.asarray(result.heatmap.array, dtype=np.float32), result.heatmap.affine),
-                          name=f"{base} lesion heatmap")
-    configure_heatmap_display(heat, threshold=heatmap_threshold)
-    heat.SetAttribute(ATTR_HEATMAP_OPACITY, f"{heatmap_opacity:g}")
-    nodes.heatmap = heat
-    # lesions
-    nodes.lesions = _lesion_markups(scene, result.lesions, f"{base} lesions")
-    # report table
-    nodes.table = _vertebra_table(scene, result.vertebrae, result.lesions, f"{base} vertebra report")
-    nodes.table.SetAttribute(ATTR_REPORT, json.dumps(result.report, default=_json_default))
-
-    for role, node in zip(ROLES, (nodes.segmentation, nodes.heatmap, nodes.lesions, nodes.table)):
+    for role, node in zip(ROLES, (nodes.segmentation, nodes.heatmap, nodes.lesions, nodes.table), strict=True):
         node.SetAttribute(ATTR_ROLE, role)
         node.SetAttribute(ATTR_INPUT, input_node.GetID())
         node.SetAttribute(ATTR_RUN, run_id)
@@ -307,6 +332,11 @@ def add_result_to_scene(scene, result, input_node, *, keep_previous: bool = Fals
         node.SetNodeReferenceID(INPUT_REFERENCE_ROLE, input_node.GetID())
         if input_node.GetTransformNodeID() and node.IsA("vtkMRMLTransformableNode"):
             node.SetAndObserveTransformNodeID(input_node.GetTransformNodeID())
+    if not keep_previous:
+        remove_results(scene, input_node, keep_ids={node.GetID() for node in nodes.nodes()})
+        for role, node in zip(ROLES, (nodes.segmentation, nodes.heatmap, nodes.lesions, nodes.table), strict=True):
+            if node in created and node.GetName() != names[role] and scene.GetFirstNodeByName(names[role]) is None:
+                node.SetName(names[role])  # the previous result's names are free again
     _place_in_study(scene, input_node, nodes.nodes())
     set_segmentation_3d_visible(nodes.segmentation, show_3d)
     if show:
@@ -445,7 +475,7 @@ def _vertebra_table(scene, vertebrae: list[dict], lesions: list[dict], name: str
     node = scene.AddNewNodeByClass("vtkMRMLTableNode", _unique_name(scene, name))
     by_id = {lesion.get("id"): lesion for lesion in lesions}
     columns = (vtk.vtkStringArray(), vtk.vtkIntArray(), vtk.vtkDoubleArray(), vtk.vtkIntArray(), vtk.vtkStringArray())
-    for column, title in zip(columns, VERTEBRA_TABLE_COLUMNS):
+    for column, title in zip(columns, VERTEBRA_TABLE_COLUMNS, strict=True):
         column.SetName(title)
     for vertebra in vertebrae:
         ids = list(vertebra.get("lesions", []))
@@ -471,7 +501,7 @@ def vertebra_rows(table_node) -> list[dict]:
     rows = []
     for row in range(vtk_table.GetNumberOfRows()):
         values = {}
-        for key, title in zip(keys, VERTEBRA_TABLE_COLUMNS):
+        for key, title in zip(keys, VERTEBRA_TABLE_COLUMNS, strict=True):
             column = vtk_table.GetColumnByName(title)
             values[key] = column.GetValue(row) if column is not None else None
         values["label"] = int(values["label"])

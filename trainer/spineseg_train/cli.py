@@ -4,6 +4,10 @@
     spineseg-train train --config cfg.yaml -o RUN_DIR [--steps N] [--set key=value ...] [--export MODEL_DIR]
     torchrun --nproc-per-node 2 -m spineseg_train.cli train --config cfg.yaml -o RUN_DIR   (data parallel)
     spineseg-train evaluate --model MODEL [--count 10 | --data DATASET] [--json OUT]
+    spineseg-train evaluate --model M1 [--model M2 ...] --data DATASET --report DIR [--baseline M1]
+    spineseg-train convert SOURCE -o DATASET [--layout verse|ctspine1k|totalsegmentator|generic|spineseg]
+    spineseg-train curate --data DATASET -o REPORT_DIR     duplicates, patient-level stratified splits
+    spineseg-train protocol lodo|robustness|tta|domain-codes ...   evaluation protocols (docs/evaluation.md)
     spineseg-train models [--arch ID ...]            parameters, GFLOPs, latency of every architecture
     spineseg-train compare --data DATASET:SPACING --budget-steps N -o DIR   the papers' comparison tables
 """
@@ -109,6 +113,12 @@ def _cmd_compare(args) -> int:
 def _cmd_evaluate(args) -> int:
     from .evaluate import evaluate
 
+    models = args.model
+    if args.report:
+        return _evaluate_report(args)
+    if len(models) > 1 or args.baseline:
+        raise SystemExit("several models, or a baseline, need --report DIR (the comparison is a report)")
+    args.model = models[0]
     report = evaluate(args.model, args.count, args.seed_start, args.data, args.device, args.fast)
     summary = report["summary"]
     print(json.dumps(summary, indent=2))
@@ -119,6 +129,186 @@ def _cmd_evaluate(args) -> int:
     if args.update_card:
         _update_card(args.model, summary, report)
     return 0
+
+
+def _evaluate_report(args) -> int:
+    from SpineSegLib.io import write_json
+
+    from .evaluate import evaluate_report
+
+    if args.update_card:
+        raise SystemExit("--update-card records the plain evaluation; run it without --report")
+    document = evaluate_report(args.model, args.report, args.data, count=args.count, seed_start=args.seed_start,
+                               layout=args.layout, split=args.split, limit=args.limit, baseline=args.baseline,
+                               n_resamples=args.bootstrap, seed=args.bootstrap_seed, device=args.device,
+                               fast=args.fast, surface=not args.no_surface)
+    if args.json:
+        write_json(args.json, document)
+    for name, summary in document["summaries"].items():
+        dice = summary["mean_vertebra_dice"]
+        print(f"{name}: vertebra Dice {dice['estimate']:.4f} [{dice['low']:.4f}, {dice['high']:.4f}] "
+              f"({summary['cases']} cases, {summary['patients']} patients)")
+    print(f"report written to {args.report} (report.md, report.json, cases.csv, figures)")
+    return 0
+
+
+def _reader_options(args):
+    from .datasets import ReadOptions, mapping_from_json
+
+    return ReadOptions(domain=args.domain, mapping=mapping_from_json(args.mapping) if args.mapping else None,
+                       unknown=args.unknown_labels, patient_regex=args.patient_regex, grades=args.grades)
+
+
+def _cmd_convert(args) -> int:
+    from .datasets import convert_dataset
+
+    report = convert_dataset(args.source, args.output, args.layout, _reader_options(args), args.limit)
+    print(f"{report['layout']}: {len(report['converted'])} converted, {len(report['skipped'])} already there, "
+          f"{len(report['failed'])} failed; report in {Path(args.output) / 'conversion_report.json'}")
+    for failure in report["failed"]:
+        print(f"  {failure['case']}: {failure['error']}", file=sys.stderr)
+    return 1 if report["failed"] else 0
+
+
+def _cmd_curate(args) -> int:
+    from .curation import curate
+
+    names = ("train", "val", "test")
+    report = curate(args.data, args.output, layout=args.layout, fractions=dict(zip(names, args.fractions)),
+                    seed=args.seed, max_distance=args.max_distance, in_manifest=args.in_manifest)
+    counts = report["counts"]["total"]
+    print(f"{len(report['cases'])} cases in {len(report['groups'])} groups, {len(report['duplicates'])} "
+          f"near-duplicate pair(s); splits " + ", ".join(f"{n} {counts.get(n, 0)}" for n in names))
+    print(f"splits: {report['splits_file']}; report: {Path(args.output) / 'curation.md'}")
+    return 0
+
+
+def _protocol_cases(args):
+    from .protocols.cases import evaluation_cases
+
+    cases = evaluation_cases(args.data, args.layout, args.split, args.limit)
+    return cases, f"{args.data}" + (f" (split {args.split})" if args.split else "") + f", {len(cases)} cases"
+
+
+def _protocol_common(args) -> dict:
+    return {"device": args.device, "fast": args.fast, "n_resamples": args.bootstrap, "seed": args.seed,
+            "surface": not args.no_surface}
+
+
+def _cmd_protocol_robustness(args) -> int:
+    from .protocols.robustness import DEFAULT_PERTURBATIONS, robustness
+
+    cases, described = _protocol_cases(args)
+    robustness(args.model, cases, args.report, args.perturb or DEFAULT_PERTURBATIONS, data_description=described,
+               **_protocol_common(args))
+    print(f"report written to {args.report}")
+    return 0
+
+
+def _cmd_protocol_tta(args) -> int:
+    from .protocols.cases import evaluation_cases
+    from .protocols.tta import intensity_statistics, read_statistics, tta
+
+    stats = read_statistics(args.stats) if args.stats else None
+    if args.stats_from:
+        stats = intensity_statistics(evaluation_cases(args.stats_from, args.layout))
+    if args.record_stats:
+        if stats is None:
+            raise SystemExit("--record-stats needs --stats or --stats-from")
+        _record_intensity_stats(args.model, stats, args.stats_from or args.stats)
+    cases, described = _protocol_cases(args)
+    tta(args.model, cases, args.report, args.methods, stats=stats, tent_steps=args.tent_steps, tent_lr=args.tent_lr,
+        tent_windows=args.tent_windows, data_description=described, **_protocol_common(args))
+    print(f"report written to {args.report}")
+    return 0
+
+
+def _record_intensity_stats(model: str, stats: dict, source: str) -> None:
+    """Write the training intensity statistics into the card (``preprocessing.intensity_stats``), for AdaIN."""
+    from SpineSegLib.checkpoint import CARD_FILE
+    from SpineSegLib.io import write_json
+
+    card_path = Path(model) / CARD_FILE
+    card = json.loads(card_path.read_text())
+    card["preprocessing"]["intensity_stats"] = {**stats, "source": str(source)}
+    write_json(card_path, card)
+    print(f"intensity statistics recorded in {card_path}")
+
+
+def _cmd_protocol_domain_codes(args) -> int:
+    from .protocols.domain_codes import domain_codes
+
+    cases, described = _protocol_cases(args)
+    domain_codes(args.model, cases, args.report, args.wrong, data_description=described, **_protocol_common(args))
+    print(f"report written to {args.report}")
+    return 0
+
+
+def _cmd_protocol_lodo(args) -> int:
+    from .protocols.lodo import lodo
+
+    config = training_config(args)
+    lodo(config, args.output, test_data=args.test_data, test_split=args.test_split, train_split=args.train_split,
+         held_out_only=args.held_out_only, domains=args.domains, **_protocol_common(args))
+    print(f"report written to {Path(args.output) / 'report'}")
+    return 0
+
+
+def _add_protocol_commands(commands) -> None:
+    p = commands.add_parser("protocol", help="evaluation protocols: lodo, robustness, tta, domain-codes")
+    protocols = p.add_subparsers(dest="protocol", required=True)
+
+    def common(q, data_required=True):
+        q.add_argument("--device", default="auto")
+        q.add_argument("--fast", action="store_true", help="coarse pass only")
+        q.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap replicates (default 10000)")
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--no-surface", action="store_true", help="skip HD95 / ASSD")
+        if data_required:
+            q.add_argument("--data", required=True, help="test dataset (any supported layout)")
+            q.add_argument("--layout", default="auto")
+            q.add_argument("--split", help="only this curated split (train, val, test)")
+            q.add_argument("--limit", type=int, help="only the first N cases")
+            q.add_argument("--model", required=True)
+            q.add_argument("--report", "-o", required=True, help="report folder")
+
+    q = protocols.add_parser("robustness", help="HU scaling, noise, thick slices, metal; results by region")
+    common(q)
+    q.add_argument("--perturb", action="append", metavar="KIND[:VALUE]",
+                   help="hu_scale:F, noise:SIGMA_HU, thick:MM, metal (repeatable; default: the standard set)")
+    q.set_defaults(run=_cmd_protocol_robustness)
+
+    q = protocols.add_parser("tta", help="test-time adaptation: none, AdaIN, TENT")
+    common(q)
+    q.add_argument("--methods", nargs="+", default=["none", "adain", "tent"], choices=["none", "adain", "tent"])
+    q.add_argument("--stats", help="JSON with the training intensity statistics {mean, std} (AdaIN)")
+    q.add_argument("--stats-from", help="compute the training intensity statistics from this dataset")
+    q.add_argument("--record-stats", action="store_true",
+                   help="also write those statistics into the model card (preprocessing.intensity_stats)")
+    q.add_argument("--tent-steps", type=int, default=3)
+    q.add_argument("--tent-lr", type=float, default=1e-3)
+    q.add_argument("--tent-windows", type=int, default=1, help="windows per TENT step")
+    q.set_defaults(run=_cmd_protocol_tta)
+
+    q = protocols.add_parser("domain-codes", help="Vertebraformer with wrong, random or swapped domain codes")
+    common(q)
+    q.add_argument("--wrong", type=float, nargs="+", default=[0.1, 0.2, 0.3], help="fractions of wrong codes")
+    q.set_defaults(run=_cmd_protocol_domain_codes)
+
+    q = protocols.add_parser("lodo", help="leave one domain out: train without each domain, test on it")
+    common(q, data_required=False)
+    q.add_argument("-o", "--output", required=True, help="protocol folder (resumable)")
+    q.add_argument("--config", help="training YAML")
+    q.add_argument("--data", nargs="*", help="training DATASET:SPACING_MM (overrides the config's data)")
+    q.add_argument("--steps", type=int)
+    q.add_argument("--threads", type=int)
+    q.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a training setting")
+    q.add_argument("--test-data", help="test dataset (default: the first training dataset)")
+    q.add_argument("--test-split", help="curated split of the test data to test on")
+    q.add_argument("--train-split", help="curated split of the training data to train on")
+    q.add_argument("--held-out-only", action="store_true", help="test each fold on its held-out domain only")
+    q.add_argument("--domains", nargs="+", help="folds to run (default: every domain)")
+    q.set_defaults(run=_cmd_protocol_lodo)
 
 
 def _update_card(model: str, summary: dict, report: dict) -> None:
@@ -164,8 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--previous-seconds", type=float, default=0.0, help=argparse.SUPPRESS)
     t.set_defaults(run=_cmd_train)
 
-    e = commands.add_parser("evaluate", help="Dice, identification and lesion recall on fresh phantoms")
-    e.add_argument("--model", required=True)
+    e = commands.add_parser("evaluate", help="Dice, identification and lesion recall on fresh phantoms or a "
+                                             "dataset; --report DIR for the full report of one or more models")
+    e.add_argument("--model", required=True, action="append", help="checkpoint (repeat for several models)")
     e.add_argument("--count", type=int, default=10)
     e.add_argument("--seed-start", type=int, default=900_000)
     e.add_argument("--data", help="a dataset folder instead of phantoms")
@@ -173,7 +364,41 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--fast", action="store_true")
     e.add_argument("--json", help="write the full report here")
     e.add_argument("--update-card", action="store_true", help="record the metrics in the model card")
+    e.add_argument("--report", help="write the report folder (JSON, Markdown, per-case CSV, figures) here")
+    e.add_argument("--baseline", help="with several models: the one the others are tested against")
+    e.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap replicates of the intervals (10000)")
+    e.add_argument("--bootstrap-seed", type=int, default=0)
+    e.add_argument("--layout", default="auto", help="layout of --data (auto, spineseg, verse, ctspine1k, ...)")
+    e.add_argument("--split", help="with --report: only this curated split of --data")
+    e.add_argument("--limit", type=int, help="with --report: only the first N cases of --data")
+    e.add_argument("--no-surface", action="store_true", help="with --report: skip HD95 / ASSD")
     e.set_defaults(run=_cmd_evaluate)
+
+    v = commands.add_parser("convert", help="convert a public dataset layout into SpineSeg's dataset format")
+    v.add_argument("source")
+    v.add_argument("-o", "--output", required=True, help="SpineSeg dataset folder (created or extended)")
+    v.add_argument("--layout", default="auto",
+                   choices=["auto", "spineseg", "verse", "ctspine1k", "totalsegmentator", "generic"])
+    v.add_argument("--domain", help="domain name for every case (default: the layout's)")
+    v.add_argument("--mapping", help="label mapping JSON (docs/data-contract.md)")
+    v.add_argument("--grades", help="fracture grades CSV/JSON (VerSe): fractures at the vertebra centroids")
+    v.add_argument("--unknown-labels", default="error", choices=["error", "background"],
+                   help="label values the mapping does not know: fail the case (default) or set them to 0")
+    v.add_argument("--patient-regex", help="patient id = first group of this regex on the case id")
+    v.add_argument("--limit", type=int, help="only the first N cases")
+    v.set_defaults(run=_cmd_convert)
+
+    u = commands.add_parser("curate", help="near-duplicates, DICOM groups, patient-level stratified splits")
+    u.add_argument("--data", required=True, help="dataset folder (SpineSeg format, or --layout)")
+    u.add_argument("-o", "--output", required=True, help="report folder (curation.json, curation.md)")
+    u.add_argument("--layout", default="auto")
+    u.add_argument("--fractions", type=float, nargs=3, default=[0.6, 0.2, 0.2], metavar=("TRAIN", "VAL", "TEST"))
+    u.add_argument("--seed", type=int, default=0)
+    u.add_argument("--max-distance", type=int, default=5, help="near-duplicate: Hamming distance below this")
+    u.add_argument("--in-manifest", action="store_true", help="also write each case's split into the manifest")
+    u.set_defaults(run=_cmd_curate)
+
+    _add_protocol_commands(commands)
 
     m = commands.add_parser("models", help="model table: parameters, GFLOPs, CPU latency (GPU columns with CUDA)")
     m.add_argument("--arch", nargs="*", help="architecture ids (default: all)")

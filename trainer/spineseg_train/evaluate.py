@@ -12,7 +12,13 @@ from SpineSegLib.labels import load_label_table
 from SpineSegLib.phantom import generate_phantom
 
 from .dataset import Case, load_dataset
-from .metrics import identification_metrics, per_vertebra_dice, recall_at_fp_per_scan
+from .metrics import (
+    identification_metrics,
+    per_vertebra_dice,
+    pooled_region_means,
+    recall_at_fp_per_scan,
+    region_means,
+)
 from .phantoms import phantom_config
 
 EVALUATION_SEED_START = 900_000  # training seeds stay far below this
@@ -28,7 +34,7 @@ def phantom_cases(count: int, seed_start: int = EVALUATION_SEED_START, spacing: 
 
 def evaluate_cases(segmenter: Segmenter, cases, log=print) -> dict:
     table = load_label_table()
-    per_case, dice_all, identified, references, lesion_pairs = [], [], 0, 0, []
+    per_case, dice_all, identified, references, lesion_pairs, vertebrae = [], [], 0, 0, [], []
     for case in cases:
         started = time.perf_counter()
         result = segmenter(case.ct)
@@ -39,12 +45,14 @@ def evaluate_cases(segmenter: Segmenter, cases, log=print) -> dict:
         identified += ident["identification"].n_identified
         references += ident["identification"].n_reference
         dice_all += list(dice.values())
+        vertebrae += [{"label": v, "dice": d} for v, d in dice.items()]
         lesion_pairs.append((result.lesions, case.lesions))
         row = {"case": case.case_id, **case.meta, "seconds": round(seconds, 2),
                "mean_dice": float(np.mean(list(dice.values()))) if dice else float("nan"),
                "min_dice": float(np.min(list(dice.values()))) if dice else float("nan"),
                "id_rate": ident["id_rate"], "lesions_ref": len(case.lesions), "lesions_pred": len(result.lesions),
-               "dice": {table.by_value(v).name: round(d, 4) for v, d in dice.items()}}
+               "dice": {table.by_value(v).name: round(d, 4) for v, d in dice.items()},
+               "dice_by_region": region_means(dice)}
         per_case.append(row)
         log(f"{case.case_id} ({case.meta.get('region', '')}): mean Dice {row['mean_dice']:.3f}, "
             f"ID {row['id_rate']:.2%}, lesions {len(result.lesions)} found / {len(case.lesions)}, {seconds:.1f} s")
@@ -56,6 +64,7 @@ def evaluate_cases(segmenter: Segmenter, cases, log=print) -> dict:
                                                       max_center_distance_mm=DETECTION_DISTANCE_MM),
         "lesion_recall_at_1fp_strict": recall_at_fp_per_scan(lesion_pairs, 1.0),
         "mean_seconds": float(np.mean([r["seconds"] for r in per_case])) if per_case else float("nan"),
+        "dice_by_region": pooled_region_means(vertebrae),
     }
     return {"summary": summary, "cases": per_case}
 
@@ -69,3 +78,26 @@ def evaluate(model, count: int = 10, seed_start: int = EVALUATION_SEED_START, da
     report["mode"] = "fast" if fast else "full"
     report["data"] = data or f"{count} phantoms, seeds {seed_start}-{seed_start + count - 1}"
     return report
+
+
+def evaluate_report(models: list[str], report_dir: str, data: str | None = None, *, count: int = 10,
+                    seed_start: int = EVALUATION_SEED_START, layout: str = "auto", split: str | None = None,
+                    limit: int | None = None, baseline: str | None = None, n_resamples: int = 10_000,
+                    seed: int = 0, device: str = "auto", fast: bool = False, surface: bool = True,
+                    log=print) -> dict:
+    """One or more models on the same cases, written as a report folder (``protocols.report``): report.json,
+    report.md, cases.csv and figures, with 95 % patient-level BCa intervals and, with ``baseline``, paired
+    Wilcoxon tests with Holm's correction."""
+    from .protocols.cases import evaluation_cases
+    from .protocols.evaluation import evaluate_models
+
+    if data:
+        cases = evaluation_cases(data, layout, split, limit)
+        described = f"{data}" + (f" (split {split})" if split else "") + f", {len(cases)} cases"
+    else:
+        cases = list(phantom_cases(count, seed_start))
+        for case in cases:
+            case.meta.setdefault("domain", "phantom")
+        described = f"{count} phantoms, seeds {seed_start}-{seed_start + count - 1}"
+    return evaluate_models(models, cases, report_dir, baseline=baseline, n_resamples=n_resamples, seed=seed,
+                           device=device, fast=fast, surface=surface, data_description=described, log=log)

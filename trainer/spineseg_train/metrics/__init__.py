@@ -4,6 +4,7 @@
 * :mod:`.identification` — VerSe vertebra identification rate and Hungarian ID accuracy from centroids.
 * :mod:`.lesions` — lesion matching (box IoU and centre distance), precision / recall, AP, FROC sensitivity.
 * :mod:`.statistics` — patient-level BCa bootstrap intervals, paired Wilcoxon test, Holm–Bonferroni.
+* :mod:`.regions` — per-region (cervical / thoracic / lumbar / sacral) summaries of per-vertebra values.
 
 Each module's docstring states its conventions.
 """
@@ -27,6 +28,7 @@ from .lesions import (
     recall_at_fp_per_scan,
     sensitivity_at_fp,
 )
+from .regions import REGIONS, pooled_region_means, region_means, region_of, values_by_region
 from .segmentation import (
     accuracy_per_class,
     assd,
@@ -47,6 +49,7 @@ __all__ = [
     "BootstrapCI",
     "IdAccuracyResult",
     "IdentificationResult",
+    "REGIONS",
     "WilcoxonResult",
     "accuracy_per_class",
     "assd",
@@ -69,11 +72,15 @@ __all__ = [
     "per_label_surface_metrics",
     "per_vertebra_dice",
     "pooled_ranking",
+    "pooled_region_means",
     "precision_recall_curve",
     "recall_at_fp_per_scan",
+    "region_means",
+    "region_of",
     "segmentation_scores",
     "sensitivity_at_fp",
     "surface_distances",
     "surface_metrics",
+    "values_by_region",
     "wilcoxon_paired",
 ]
