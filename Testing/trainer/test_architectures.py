@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from SpineSegLib.networks import available_architectures, build_network
 from SpineSegLib.networks.blocks import (
     MASAG,

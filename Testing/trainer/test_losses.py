@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from spineseg_train.losses import (
     BDoULoss,
     CEDiceLoss,

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from spineseg_train.metrics import (
     accuracy_per_class,
     assd,

@@ -23,8 +23,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 
 import torch
-from SpineSegLib.networks import available_architectures, build_network
 from torch.utils.flop_counter import FlopCounterMode
+
+from SpineSegLib.networks import available_architectures, build_network
 
 
 def _round_up(size: int, divisor: int) -> int:
