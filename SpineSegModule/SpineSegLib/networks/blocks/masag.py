@@ -31,16 +31,17 @@ class MASAG(nn.Module):
         g_channels = g_channels or c
         # The selection mixes x and g element-wise, so g must have x's channel count.
         self.align_g = nn.Conv3d(g_channels, c, 1) if g_channels != c else nn.Identity()
+        # Convolutions feeding an instance norm carry no bias: the normalisation removes it (and its gradient).
         self.local = nn.Sequential(
-            nn.Conv3d(c, c, 3, padding=1, groups=c), _norm(c), nn.ReLU(inplace=True),
-            nn.Conv3d(c, c, 3, padding=2, dilation=2, groups=c), _norm(c), nn.ReLU(inplace=True),
-            nn.Conv3d(c, c, 1), _norm(c),
+            nn.Conv3d(c, c, 3, padding=1, groups=c, bias=False), _norm(c), nn.ReLU(inplace=True),
+            nn.Conv3d(c, c, 3, padding=2, dilation=2, groups=c, bias=False), _norm(c), nn.ReLU(inplace=True),
+            nn.Conv3d(c, c, 1, bias=False), _norm(c),
         )
-        self.global_proj = nn.Sequential(nn.Conv3d(2, 1, 1), _norm(1))
+        self.global_proj = nn.Sequential(nn.Conv3d(2, 1, 1, bias=False), _norm(1))
         self.fuse_norm = _norm(c)
         self.selection = nn.Conv3d(c, 2, 1)
-        self.recalibrate = nn.Sequential(nn.Conv3d(c, c, 1), _norm(c))
-        self.out = nn.Sequential(nn.Conv3d(c, c, 1), _norm(c))
+        self.recalibrate = nn.Sequential(nn.Conv3d(c, c, 1, bias=False), _norm(c))
+        self.out = nn.Sequential(nn.Conv3d(c, c, 1, bias=False), _norm(c))
 
     def align(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         g = self.align_g(g)
