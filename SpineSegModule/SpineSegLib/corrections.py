@@ -528,26 +528,8 @@ def lesion_description(lesion: dict) -> str:
 
 
 def fill_report_table(table_node, vertebrae: list[dict], lesions: list[dict]) -> None:
-    """Write the per-vertebra report into a table node (columns: ``scene.VERTEBRA_TABLE_COLUMNS``)."""
-    import vtk
-
-    by_id = {lesion.get("id"): lesion for lesion in lesions}
-    columns = (vtk.vtkStringArray(), vtk.vtkIntArray(), vtk.vtkDoubleArray(), vtk.vtkIntArray(), vtk.vtkStringArray())
-    for column, title in zip(columns, _scene.VERTEBRA_TABLE_COLUMNS, strict=True):
-        column.SetName(title)
-    for vertebra in vertebrae:
-        ids = list(vertebra.get("lesions", []))
-        columns[0].InsertNextValue(str(vertebra["name"]))
-        columns[1].InsertNextValue(int(vertebra["label"]))
-        columns[2].InsertNextValue(float(vertebra["volume_mm3"]))
-        columns[3].InsertNextValue(len(ids))
-        columns[4].InsertNextValue("; ".join(
-            f"{by_id[i].get('class')} {float(by_id[i].get('score', 0)):.2f}" for i in ids if i in by_id))
-    vtk_table = table_node.GetTable()
-    vtk_table.Initialize()
-    for column in columns:
-        vtk_table.AddColumn(column)
-    table_node.SetUseColumnTitleAsColumnHeader(True)
+    """Write the per-vertebra report into a table node (the same table a fresh result gets)."""
+    _scene.fill_vertebra_table(table_node, vertebrae, lesions)
     table_node.Modified()
 
 

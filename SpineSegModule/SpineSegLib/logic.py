@@ -302,16 +302,7 @@ class SegmentationRun:
         self._finish(_process.CANCELLED, "cancelled by the user")
 
     def wait(self, timeout: float | None = None, interval: float = 0.05, idle=None) -> str:
-        import time
-
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.poll() not in _process.FINISHED_STATES:
-            if deadline is not None and time.monotonic() > deadline:
-                break
-            if idle is not None:
-                idle()
-            time.sleep(interval)
-        return self.state
+        return _process.wait_for(self, timeout, interval, idle)
 
     def _finish(self, state: str, message: str) -> None:
         self.state = state

@@ -37,6 +37,19 @@ MODULE_DIR = Path(__file__).resolve().parent.parent  # the folder that holds the
 ProgressCallback = Callable[[float, str], None]
 
 
+def wait_for(job, timeout: float | None = None, interval: float = 0.05,
+             idle: Callable[[], None] | None = None) -> str:
+    """Call ``job.poll()`` until it reports a finished state (or ``timeout`` s pass); returns ``job.state``."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while job.poll() not in FINISHED_STATES:
+        if deadline is not None and time.monotonic() > deadline:
+            break
+        if idle is not None:
+            idle()
+        time.sleep(interval)
+    return job.state
+
+
 def python_executable() -> str:
     """The Python that runs the CLI: Slicer's own ``PythonSlicer`` inside Slicer, else this interpreter."""
     try:
@@ -178,14 +191,7 @@ class _RunnerBase:
     def wait(self, timeout: float | None = None, interval: float = 0.05,
              idle: Callable[[], None] | None = None) -> str:
         """Poll until finished (or ``timeout`` s); ``idle`` runs between polls (e.g. ``slicer.app.processEvents``)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.poll() not in FINISHED_STATES:
-            if deadline is not None and time.monotonic() > deadline:
-                break
-            if idle is not None:
-                idle()
-            time.sleep(interval)
-        return self.state
+        return wait_for(self, timeout, interval, idle)
 
     def poll(self) -> str:  # pragma: no cover - overridden
         raise NotImplementedError

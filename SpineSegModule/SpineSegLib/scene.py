@@ -469,10 +469,10 @@ def _lesion_description(lesion: dict) -> str:
     return f"{lesion.get('class', 'lesion')}{where}, score {float(lesion.get('score', 0)):.2f}{size_text}"
 
 
-def _vertebra_table(scene, vertebrae: list[dict], lesions: list[dict], name: str):
+def fill_vertebra_table(table_node, vertebrae: list[dict], lesions: list[dict]) -> None:
+    """Write the per-vertebra report into a table node (columns: ``VERTEBRA_TABLE_COLUMNS``)."""
     import vtk
 
-    node = scene.AddNewNodeByClass("vtkMRMLTableNode", _unique_name(scene, name))
     by_id = {lesion.get("id"): lesion for lesion in lesions}
     columns = (vtk.vtkStringArray(), vtk.vtkIntArray(), vtk.vtkDoubleArray(), vtk.vtkIntArray(), vtk.vtkStringArray())
     for column, title in zip(columns, VERTEBRA_TABLE_COLUMNS, strict=True):
@@ -485,10 +485,16 @@ def _vertebra_table(scene, vertebrae: list[dict], lesions: list[dict], name: str
         columns[3].InsertNextValue(len(ids))
         columns[4].InsertNextValue("; ".join(
             f"{by_id[i].get('class')} {float(by_id[i].get('score', 0)):.2f}" for i in ids if i in by_id))
-    vtk_table = node.GetTable()
+    vtk_table = table_node.GetTable()
+    vtk_table.Initialize()
     for column in columns:
         vtk_table.AddColumn(column)
-    node.SetUseColumnTitleAsColumnHeader(True)
+    table_node.SetUseColumnTitleAsColumnHeader(True)
+
+
+def _vertebra_table(scene, vertebrae: list[dict], lesions: list[dict], name: str):
+    node = scene.AddNewNodeByClass("vtkMRMLTableNode", _unique_name(scene, name))
+    fill_vertebra_table(node, vertebrae, lesions)
     node.SetLocked(True)
     node.Modified()
     return node
