@@ -1,7 +1,7 @@
 """Preprocessing round trips: orientation is exactly invertible and resampling keeps world positions."""
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
@@ -65,6 +65,7 @@ def test_resampled_grid_covers_the_same_extent(affine, target):
 
 @settings(max_examples=25, deadline=None)
 @given(affine=affines(), target=st.floats(1.0, 2.5))
+@example(affine=np.diag([1.25, 0.5, 1.0, 1.0]), target=2.125)  # 4x down-sampling of a thin axis
 def test_labels_and_heatmap_return_to_the_input_grid(affine, target):
     """A blocky label map resampled to the model grid and projected back keeps nearly every voxel."""
     labels = np.zeros((30, 32, 36), dtype=np.uint8)
@@ -78,8 +79,12 @@ def test_labels_and_heatmap_return_to_the_input_grid(affine, target):
     back = orientation.from_canonical(project_labels(on_model, model_affine, canonical.shape, canonical.affine))
     agreement = (back == labels).mean()
     assert agreement > 0.9
-    for value in (20, 21):  # every label survives with about its volume
-        assert abs((back == value).sum() - (labels == value).sum()) < 0.25 * (labels == value).sum()
+    # Every label survives with about its volume: each face of a box may move by up to half a model voxel, so the
+    # relative volume error is bounded by the model voxel size over the box's extent, summed over the axes.
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    for value, extent in ((20, np.array([12, 15, 14])), (21, np.array([11, 20, 16]))):
+        tolerance = float(np.sum(target / (extent * spacing)))
+        assert abs((back == value).sum() - (labels == value).sum()) <= tolerance * (labels == value).sum()
     smooth = np.exp(-((np.indices(canonical.shape) - 15.0) ** 2).sum(0) / 80.0).astype(np.float32)
     heat_model = resample_array(smooth, shape).numpy()
     heat_back = project_linear(heat_model, model_affine, canonical.shape, canonical.affine)
