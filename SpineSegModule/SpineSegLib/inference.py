@@ -180,11 +180,23 @@ def _grid_mapping(source_affine, target_affine):
     return np.diag(mapping)[:3], mapping[:3, 3]
 
 
+def _inside_source(scale, offset, source_shape, lo, hi) -> np.ndarray:
+    """Mask of target voxels [lo, hi) that fall within the source grid's extent (its voxels' outer faces)."""
+    axes = []
+    for axis in range(3):
+        source = scale[axis] * np.arange(lo[axis], hi[axis]) + offset[axis]
+        axes.append((source >= -0.5) & (source <= source_shape[axis] - 0.5))
+    return axes[0][:, None, None] & axes[1][None, :, None] & axes[2][None, None, :]
+
+
 def project_linear(values: np.ndarray, source_affine, target_shape, target_affine) -> np.ndarray:
-    """Linear interpolation of a model-grid array onto a canonical grid (zero outside the source)."""
+    """Linear interpolation of a model-grid array onto a canonical grid; zero outside the model grid's extent
+    (a crop), edge values continued over the last half voxel inside it."""
     scale, offset = _grid_mapping(source_affine, target_affine)
-    return ndimage.affine_transform(values.astype(np.float32), scale, offset, output_shape=tuple(target_shape),
-                                    order=1, mode="constant", cval=0.0).astype(np.float32)
+    out = ndimage.affine_transform(values.astype(np.float32), scale, offset, output_shape=tuple(target_shape),
+                                   order=1, mode="nearest").astype(np.float32)
+    out[~_inside_source(scale, offset, values.shape, (0, 0, 0), target_shape)] = 0.0
+    return out
 
 
 def project_labels(labels: np.ndarray, source_affine, target_shape, target_affine) -> np.ndarray:
@@ -204,7 +216,8 @@ def project_labels(labels: np.ndarray, source_affine, target_shape, target_affin
             continue
         mask = (labels == value).astype(np.float32)
         region = ndimage.affine_transform(mask, scale, offset + scale * lo, output_shape=tuple(hi - lo), order=1,
-                                          mode="constant", cval=0.0)
+                                          mode="nearest")
+        region[~_inside_source(scale, offset, labels.shape, lo, hi)] = 0.0
         view = (slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2]))
         wins = (region >= 0.5) & (region > best[view])
         out[view][wins] = value

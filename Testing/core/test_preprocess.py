@@ -85,7 +85,10 @@ def test_labels_and_heatmap_return_to_the_input_grid(affine, target):
     for value, extent in ((20, np.array([12, 15, 14])), (21, np.array([11, 20, 16]))):
         tolerance = float(np.sum(target / (extent * spacing)))
         assert abs((back == value).sum() - (labels == value).sum()) <= tolerance * (labels == value).sum()
-    smooth = np.exp(-((np.indices(canonical.shape) - 15.0) ** 2).sum(0) / 80.0).astype(np.float32)
+    # A heatmap blob that is smooth at the model's resolution (sigma of three model voxels, in millimetres).
+    mm = np.indices(canonical.shape) * np.linalg.norm(canonical.affine[:3, :3], axis=0)[:, None, None, None]
+    centre = mm.reshape(3, -1).mean(axis=1)[:, None, None, None]
+    smooth = np.exp(-((mm - centre) ** 2).sum(0) / (2 * (3 * target) ** 2)).astype(np.float32)
     heat_model = resample_array(smooth, shape).numpy()
     heat_back = project_linear(heat_model, model_affine, canonical.shape, canonical.affine)
     assert np.abs(heat_back - smooth).max() < 0.15
