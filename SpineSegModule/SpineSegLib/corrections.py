@@ -521,10 +521,7 @@ class Corrections:
 # --- helpers -----------------------------------------------------------------------------------------------------
 def lesion_description(lesion: dict) -> str:
     """The markup description of a lesion, e.g. ``"fracture in L1, score 0.92, 10.0 mm"``."""
-    size = lesion.get("size_mm")
-    size_text = f", {float(size):.1f} mm" if size is not None else ""
-    where = f" in {lesion['vertebra']}" if lesion.get("vertebra") else ""
-    return f"{lesion.get('class', 'lesion')}{where}, score {float(lesion.get('score', 0)):.2f}{size_text}"
+    return _scene.lesion_description(lesion)
 
 
 def fill_report_table(table_node, vertebrae: list[dict], lesions: list[dict]) -> None:

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 
@@ -139,7 +140,7 @@ def _process_group(pid: int) -> int | None:
     return group if group != os.getpgid(0) else None  # never signal our own group
 
 
-class _RunnerBase:
+class _RunnerBase(ABC):
     """State, progress and callbacks shared by the out-of-process and in-process runners."""
 
     def __init__(self, on_progress: ProgressCallback | None = None,
@@ -193,8 +194,9 @@ class _RunnerBase:
         """Poll until finished (or ``timeout`` s); ``idle`` runs between polls (e.g. ``slicer.app.processEvents``)."""
         return wait_for(self, timeout, interval, idle)
 
-    def poll(self) -> str:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def poll(self) -> str:
+        """Advance the job without blocking and return its state."""
 
 
 class ProcessRunner(_RunnerBase):

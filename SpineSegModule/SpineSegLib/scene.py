@@ -448,7 +448,7 @@ def _lesion_markups(scene, lesions: list[dict], name: str):
     was_modifying = node.StartModify()
     for lesion in lesions:
         index = node.AddControlPoint([float(c) for c in lesion["center_ras"]], lesion_label(lesion))
-        node.SetNthControlPointDescription(index, _lesion_description(lesion))
+        node.SetNthControlPointDescription(index, lesion_description(lesion))
         node.SetNthControlPointLocked(index, True)
     node.SetLocked(True)
     node.SetAttribute(ATTR_LESIONS, json.dumps(lesions, default=_json_default))
@@ -462,7 +462,8 @@ def _lesion_markups(scene, lesions: list[dict], name: str):
     return node
 
 
-def _lesion_description(lesion: dict) -> str:
+def lesion_description(lesion: dict) -> str:
+    """The markup description of a lesion, e.g. ``"fracture in L1, score 0.92, 10.0 mm"``."""
     size = lesion.get("size_mm")
     size_text = f", {float(size):.1f} mm" if size is not None else ""
     where = f" in {lesion['vertebra']}" if lesion.get("vertebra") else ""
