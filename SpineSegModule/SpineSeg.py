@@ -25,7 +25,9 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+from SpineSegLib import corrections as spineCorrections
 from SpineSegLib import dependencies as spineDependencies
+from SpineSegLib import labels as spineLabels
 from SpineSegLib import logic as spineLogic
 from SpineSegLib import process as spineProcess
 from SpineSegLib import scene as spineScene
@@ -124,6 +126,14 @@ class SpineSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.show3DCheckBox.connect("toggled(bool)", self.onShow3DToggled)
         self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputChanged)
         self.ui.lesionTable.connect("cellClicked(int,int)", self.onLesionClicked)
+        self.ui.renumberButton.connect("clicked(bool)", self.onRenumber)
+        self.ui.shiftUpButton.connect("clicked(bool)", lambda _=None: self._correct(lambda c: c.shift(-1)))
+        self.ui.shiftDownButton.connect("clicked(bool)", lambda _=None: self._correct(lambda c: c.shift(1)))
+        self.ui.mergeButton.connect("clicked(bool)", self.onMerge)
+        self.ui.splitComponentsButton.connect("clicked(bool)", self.onSplitComponents)
+        self.ui.undoCorrectionButton.connect("clicked(bool)", lambda _=None: self._correct(lambda c: c.undo()))
+        self.ui.saveCaseButton.connect("clicked(bool)", self.onSaveCase)
+        self._corrections = None
 
         self.initializeParameterNode()
 
@@ -358,6 +368,7 @@ class SpineSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             for row in lesionRows])
         self._fillTable(self.ui.vertebraTable, [
             (row["name"], f"{row['volume_mm3']:.0f}", str(row["lesions"])) for row in vertebraRows])
+        self._updateCorrectionChoices()
 
     @staticmethod
     def _fillTable(table, rows) -> None:
@@ -368,6 +379,66 @@ class SpineSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 item.setFlags(qt.Qt.ItemIsSelectable | qt.Qt.ItemIsEnabled)
                 table.setItem(r, c, item)
         table.resizeColumnsToContents()
+
+    # --- corrections (SpineSegLib.corrections does the work; the Segment Editor stays for voxel edits) ----------
+    def _correctionsForResult(self):
+        result = self._currentResult()
+        if result is None or result.segmentation is None:
+            return None
+        if self._corrections is None or self._corrections.segmentation_node is not result.segmentation:
+            self._corrections = spineCorrections.Corrections.from_result(result, self._parameterNode.inputVolume)
+        return self._corrections
+
+    def _correct(self, operation) -> None:
+        corrections = self._correctionsForResult()
+        if corrections is None:
+            self._showError("Segment a volume first: corrections apply to the current result.")
+            return
+        try:
+            operation(corrections)
+        except Exception as error:  # the library raises clear ValueErrors; nothing was changed
+            self._showError(f"Correction not applied: {error}")
+        self._updateResultTables()
+
+    def _updateCorrectionChoices(self) -> None:
+        corrections = self._correctionsForResult()
+        names = [v["name"] for v in corrections.vertebrae()] if corrections is not None else []
+        for combo in (self.ui.correctionVertebraComboBox, self.ui.mergeWithComboBox):
+            combo.clear()
+            for name in names:
+                combo.addItem(name, name)
+        self.ui.correctionNameComboBox.clear()
+        for label in spineLabels.load_label_table():
+            self.ui.correctionNameComboBox.addItem(label.name, label.name)
+
+    @staticmethod
+    def _chosen(combo):
+        return combo.itemData(combo.currentIndex) if combo.currentIndex >= 0 else None
+
+    def onRenumber(self, _=None) -> None:
+        vertebra, name = self._chosen(self.ui.correctionVertebraComboBox), self._chosen(self.ui.correctionNameComboBox)
+        if vertebra and name:
+            self._correct(lambda c: c.renumber(vertebra, name))
+
+    def onMerge(self, _=None) -> None:
+        vertebra, other = self._chosen(self.ui.correctionVertebraComboBox), self._chosen(self.ui.mergeWithComboBox)
+        if vertebra and other:
+            self._correct(lambda c: c.merge(vertebra, other))
+
+    def onSplitComponents(self, _=None) -> None:
+        vertebra = self._chosen(self.ui.correctionVertebraComboBox)
+        if vertebra:
+            self._correct(lambda c: c.split_components(vertebra))
+
+    def onSaveCase(self, _=None) -> None:
+        folder = self.ui.trainingFolderLineEdit.text.strip()
+        if not folder:
+            self._showError("Choose a dataset folder for the corrected case first.")
+            return
+        self._correct(lambda c: self._reportSaved(c.save_training_case(folder)))
+
+    def _reportSaved(self, entry: dict) -> None:
+        self.ui.statusLabel.text = f"Saved training case {entry['id']}"
 
     def onLesionClicked(self, row: int, column: int) -> None:
         result = self._currentResult()

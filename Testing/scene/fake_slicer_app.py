@@ -409,6 +409,30 @@ def main(model_path: str) -> None:
     check(np.allclose([red.GetElement(i, 3) for i in range(3)], truth.lesions[0]["center_ras"], atol=1e-3),
           "lesion click centres the slice views")
 
+    # corrections: renumber from the first vertebra, undo, save the case as training data
+    from SpineSegLib.labels import load_label_table
+
+    table = load_label_table()
+    first = truth.vertebrae[0]["name"]
+    above = table.names[table.names.index(first) - 1]
+    check(ui.correctionVertebraComboBox.itemText(0) == first, "correction choices list the result's vertebrae")
+    ui.correctionVertebraComboBox.currentIndex = 0
+    ui.correctionNameComboBox.currentIndex = ui.correctionNameComboBox.findData(above)
+    ERRORS.clear()
+    widget.onRenumber()
+    check(not ERRORS, f"renumber errors: {ERRORS}")
+    check(ui.vertebraTable.item(0, 0).text() == above, f"renumbered: {ui.vertebraTable.item(0, 0).text()}")
+    check(result.segmentation.GetSegmentation().GetSegment(above) is not None, "segment renamed in the scene")
+    ui.undoCorrectionButton.emit("clicked(bool)", False)
+    check(ui.vertebraTable.item(0, 0).text() == first, "undo restores the numbering")
+    import tempfile
+
+    dataset = Path(tempfile.mkdtemp()) / "corrected"
+    ui.trainingFolderLineEdit.text = str(dataset)
+    widget.onSaveCase()
+    check(not ERRORS and (dataset / "dataset.json").is_file(), f"case saved: {ERRORS}")
+    check(ui.statusLabel.text.startswith("Saved training case"), ui.statusLabel.text)
+
     # refusals: a labelmap input gives a clear message, the panel is usable and the scene unchanged
     labelmap = spineScene.volume_to_node(scene, phantom.labels, "labels", labelmap=True)
     before = spineScene.scene_snapshot(scene)
