@@ -131,6 +131,10 @@ class SpineSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.shiftDownButton.connect("clicked(bool)", lambda _=None: self._correct(lambda c: c.shift(1)))
         self.ui.mergeButton.connect("clicked(bool)", self.onMerge)
         self.ui.splitComponentsButton.connect("clicked(bool)", self.onSplitComponents)
+        self.ui.splitPlaneButton.connect("clicked(bool)", self.onSplitPlane)
+        self.ui.addLesionButton.connect("clicked(bool)", self.onAddLesion)
+        self.ui.setLesionClassButton.connect("clicked(bool)", self.onSetLesionClass)
+        self.ui.deleteLesionButton.connect("clicked(bool)", self.onDeleteLesion)
         self.ui.undoCorrectionButton.connect("clicked(bool)", lambda _=None: self._correct(lambda c: c.undo()))
         self.ui.saveCaseButton.connect("clicked(bool)", self.onSaveCase)
         self._corrections = None
@@ -407,9 +411,13 @@ class SpineSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             combo.clear()
             for name in names:
                 combo.addItem(name, name)
+        table = spineLabels.load_label_table()
         self.ui.correctionNameComboBox.clear()
-        for label in spineLabels.load_label_table():
+        for label in table:
             self.ui.correctionNameComboBox.addItem(label.name, label.name)
+        self.ui.lesionClassComboBox.clear()
+        for name in table.lesion_class_names:
+            self.ui.lesionClassComboBox.addItem(name, name)
 
     @staticmethod
     def _chosen(combo):
@@ -429,6 +437,41 @@ class SpineSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         vertebra = self._chosen(self.ui.correctionVertebraComboBox)
         if vertebra:
             self._correct(lambda c: c.split_components(vertebra))
+
+    def _crosshairRAS(self):
+        """The crosshair position (Shift + mouse move in the views), the point tools act on."""
+        crosshair = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLCrosshairNode")
+        if crosshair is None:
+            self._showError("No crosshair in this scene: place it with Shift + mouse move in a view.")
+            return None
+        return list(crosshair.GetCrosshairRAS())
+
+    def _selectedLesionId(self):
+        row = self.ui.lesionTable.currentRow() if callable(getattr(self.ui.lesionTable, "currentRow", None)) else -1
+        if row is None or row < 0 or row >= len(self._lesionRows):
+            self._showError("Select a lesion in the table first.")
+            return None
+        return self._lesionRows[row].get("id")
+
+    def onSplitPlane(self, _=None) -> None:
+        vertebra, point = self._chosen(self.ui.correctionVertebraComboBox), self._crosshairRAS()
+        if vertebra and point is not None:
+            self._correct(lambda c: c.split_plane(vertebra, point))
+
+    def onAddLesion(self, _=None) -> None:
+        lesionClass, point = self._chosen(self.ui.lesionClassComboBox), self._crosshairRAS()
+        if lesionClass and point is not None:
+            self._correct(lambda c: c.add_lesion(point, lesionClass))
+
+    def onSetLesionClass(self, _=None) -> None:
+        lesionId, lesionClass = self._selectedLesionId(), self._chosen(self.ui.lesionClassComboBox)
+        if lesionId is not None and lesionClass:
+            self._correct(lambda c: c.set_lesion_class(lesionId, lesionClass))
+
+    def onDeleteLesion(self, _=None) -> None:
+        lesionId = self._selectedLesionId()
+        if lesionId is not None:
+            self._correct(lambda c: c.delete_lesion(lesionId))
 
     def onSaveCase(self, _=None) -> None:
         folder = self.ui.trainingFolderLineEdit.text.strip()

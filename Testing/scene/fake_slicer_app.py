@@ -425,6 +425,27 @@ def main(model_path: str) -> None:
     check(result.segmentation.GetSegmentation().GetSegment(above) is not None, "segment renamed in the scene")
     ui.undoCorrectionButton.emit("clicked(bool)", False)
     check(ui.vertebraTable.item(0, 0).text() == first, "undo restores the numbering")
+    # point tools act at the crosshair; lesion tools on the row selected in the lesion table
+    crosshair = scene.GetFirstNodeByClass("vtkMRMLCrosshairNode") or scene.AddNode(slicer.vtkMRMLCrosshairNode())
+    lesions_before = ui.lesionTable.rowCount()
+    crosshair.SetCrosshairRAS(*truth.vertebrae[1]["centroid_ras"])
+    ui.lesionClassComboBox.currentIndex = ui.lesionClassComboBox.findData("lytic")
+    widget.onAddLesion()
+    check(not ERRORS and ui.lesionTable.rowCount() == lesions_before + 1, f"lesion added: {ERRORS}")
+    ui.lesionTable.currentRow = lambda: lesions_before  # the added lesion
+    ui.lesionClassComboBox.currentIndex = ui.lesionClassComboBox.findData("sclerotic")
+    widget.onSetLesionClass()
+    check(ui.lesionTable.item(lesions_before, 0).text() == "sclerotic", "lesion class changed")
+    widget.onDeleteLesion()
+    check(not ERRORS and ui.lesionTable.rowCount() == lesions_before, f"lesion deleted: {ERRORS}")
+    vertebrae_before = ui.vertebraTable.rowCount()
+    ui.correctionVertebraComboBox.currentIndex = 1
+    crosshair.SetCrosshairRAS(*truth.vertebrae[1]["centroid_ras"])
+    widget.onSplitPlane()
+    check(not ERRORS and ui.vertebraTable.rowCount() == vertebrae_before + 1, f"split at the crosshair: {ERRORS}")
+    ui.undoCorrectionButton.emit("clicked(bool)", False)
+    check(ui.vertebraTable.rowCount() == vertebrae_before, "undo the split")
+
     import tempfile
 
     dataset = Path(tempfile.mkdtemp()) / "corrected"
