@@ -96,7 +96,8 @@ def test_segment_renumber_paint_undo_and_save(page, web_server, web_dirs):
     page.click("#ss-segment")
     page.wait_for_selector("#ss-vertebrae")
     wait_names(page, PHANTOM_NAMES)
-    assert "Segmented 5 vertebrae (L2-sacrum) and 2 lesions" in page.inner_text("#ss-message")
+    summary = "Segmented 5 vertebrae (L2-sacrum) and 2 lesions"
+    page.wait_for_function(f"() => document.querySelector('#ss-message').innerText.includes('{summary}')")
     assert page.locator("#ss-lesions .ss-lesion").count() == 2
     views_settled(page, 2500)
     shot = page.screenshot()
@@ -111,7 +112,8 @@ def test_segment_renumber_paint_undo_and_save(page, web_server, web_dirs):
     choose(page, "ss-true-name", "L2")
     page.click("#ss-renumber")
     wait_names(page, ["L1", "L2", "L3", "L4", "sacrum"])
-    assert "L3->L2" in page.inner_text("#ss-message")
+    # The message is its own state update: wait for it rather than reading it once.
+    page.wait_for_function("() => document.querySelector('#ss-message').innerText.includes('L3->L2')")
     views_settled(page)
     (web_dirs["root"] / "renumbered.png").write_bytes(page.screenshot())
 
