@@ -474,7 +474,7 @@ class Corrections:
                 index = node.AddControlPoint([float(c) for c in lesion["center_ras"]], _scene.lesion_label(lesion))
                 node.SetNthControlPointDescription(index, lesion_description(lesion))
                 node.SetNthControlPointLocked(index, True)
-            node.SetAttribute(_scene.ATTR_LESIONS, json.dumps(lesions, default=_json_default))
+            node.SetAttribute(_scene.ATTR_LESIONS, json.dumps(lesions, default=_scene._json_default))
         finally:
             node.EndModify(was_modifying)
 
@@ -642,14 +642,6 @@ def _restore_markups(node, state) -> None:
             node.SetAttribute(_scene.ATTR_LESIONS, attribute)
     finally:
         node.EndModify(was_modifying)
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
 
 
 __all__ = ["Corrections", "CorrectionState", "Change", "fill_report_table", "lesion_description", "SACRUM"]

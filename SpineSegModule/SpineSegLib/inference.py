@@ -110,7 +110,7 @@ class Segmenter:
         probs, heat = self._predict(coarse.image, coarse_spec, stage(0.02, 0.35 if not self.fast else 0.85,
                                                                     "coarse pass"))
         timings["coarse_s"] = round(time.perf_counter() - started, 2)
-        grid_affine, grid_origin = coarse.affine, np.zeros(3, dtype=int)
+        grid_affine = coarse.affine
         if not self.fast:
             box = self._spine_box(probs, coarse.affine, canonical)
             if box is not None:
@@ -120,7 +120,7 @@ class Segmenter:
                 fine_spec = self.stages["fine"]
                 fine = prepare(crop, fine_spec["spacing"], self.window)
                 probs, heat = self._predict(fine.image, fine_spec, stage(0.35, 0.85, "fine pass"))
-                grid_affine, grid_origin = fine.affine, lo
+                grid_affine = fine.affine
                 timings["fine_s"] = round(time.perf_counter() - started - timings["coarse_s"], 2)
         cancel.raise_if_cancelled()
         progress(0.86, "post-processing")
@@ -136,7 +136,6 @@ class Segmenter:
         cancel.raise_if_cancelled()
         timings["total_s"] = round(time.perf_counter() - started, 2)
         progress(1.0, "done")
-        del grid_origin
         report = {
             "model": {k: self.model.card.get(k) for k in ("name", "architecture", "metrics")},
             "mode": "fast" if self.fast else "full",

@@ -69,17 +69,15 @@ def render_preview(ct: Volume, labels: Volume | None = None, heatmap: Volume | N
     heat_array = _to_ras_canonical(heatmap)[0] if heatmap is not None else None
     canonical_affine = ct.affine @ nib.orientations.inv_ornt_aff(nib.orientations.io_orientation(ct.affine), ct.shape)
 
-    # Centre the views on the spine: the labelled voxels' centroid in-plane, the middle of the volume otherwise.
+    # Centre the views on the first lesion, else on the spine (its in-plane centroid, the middle slice).
     shape = np.array(ct_array.shape)
     point = shape // 2
-    if label_array is not None and label_array.any():
-        nonzero = np.argwhere(label_array > 0)
-        point = np.round(nonzero.mean(axis=0)).astype(int)
-        point[2] = shape[2] // 2 if not lesions else point[2]
     if lesions:
         inverse = np.linalg.inv(canonical_affine)
         first = np.asarray(lesions[0]["center_ras"], dtype=np.float64)
         point = np.clip(np.round(inverse[:3, :3] @ first + inverse[:3, 3]).astype(int), 0, shape - 1)
+    elif label_array is not None and label_array.any():
+        point[:2] = np.round(np.argwhere(label_array > 0)[:, :2].mean(axis=0)).astype(int)
     views = _panels(ct_array, label_array, heat_array, tuple(point), spacing)
 
     images = []

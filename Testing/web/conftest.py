@@ -112,6 +112,8 @@ def slicer_context():
 def browser_context(tmp_path_factory):
     pytest.importorskip("playwright", reason="needs playwright (pip)")
     if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):  # .ci/run installs chromium: a missing browser there is a failure, not a skip
+            pytest.fail(f"Debian's chromium is missing at {CHROMIUM}")
         pytest.skip(f"needs Debian's chromium at {CHROMIUM}")
     from playwright.sync_api import sync_playwright
 
