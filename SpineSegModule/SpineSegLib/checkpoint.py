@@ -132,6 +132,12 @@ def _validated_card(folder: Path, shown: Path) -> dict:
             f"{shown}: unknown architecture {arch.get('id') if isinstance(arch, dict) else arch!r}; "
             f"this SpineSeg knows {', '.join(available_architectures())}"
         )
+    from .postprocess import IDENTITY_STAGES
+
+    identity = (card.get("postprocessing") or {}).get("identity_stage", "fine")
+    if identity not in IDENTITY_STAGES:
+        raise CheckpointError(f"{shown}: postprocessing.identity_stage {identity!r} is not one of "
+                              f"{', '.join(IDENTITY_STAGES)}")
     return card
 
 

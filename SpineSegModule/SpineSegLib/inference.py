@@ -19,7 +19,7 @@ from scipy import ndimage
 from .checkpoint import LoadedModel, load_checkpoint
 from .errors import InputError
 from .labels import load_label_table
-from .postprocess import detect_lesions, label_vertebrae
+from .postprocess import detect_lesions, label_vertebrae, refine_labels
 from .preprocess import Orientation, prepare
 from .progress import CancelToken, ProgressCallback, SubProgress, no_progress
 from .resources import default_model_path
@@ -111,6 +111,7 @@ class Segmenter:
                                                                     "coarse pass"))
         timings["coarse_s"] = round(time.perf_counter() - started, 2)
         grid_affine = coarse.affine
+        coarse_probs, fine_ran = probs, False
         if not self.fast:
             box = self._spine_box(probs, coarse.affine, canonical)
             if box is not None:
@@ -120,11 +121,20 @@ class Segmenter:
                 fine_spec = self.stages["fine"]
                 fine = prepare(crop, fine_spec["spacing"], self.window)
                 probs, heat = self._predict(fine.image, fine_spec, stage(0.35, 0.85, "fine pass"))
-                grid_affine = fine.affine
+                grid_affine, fine_ran = fine.affine, True
                 timings["fine_s"] = round(time.perf_counter() - started - timings["coarse_s"], 2)
         cancel.raise_if_cancelled()
         progress(0.86, "post-processing")
-        labels_grid = label_vertebrae(probs, grid_affine, self.post.get("min_vertebra_mm3", 300.0), self.table)
+        min_mm3 = self.post.get("min_vertebra_mm3", 300.0)
+        if fine_ran and self.post.get("identity_stage", "fine") == "coarse":
+            named = label_vertebrae(coarse_probs, coarse.affine, min_mm3, self.table)
+            named = project_labels(named, coarse.affine, probs.shape[1:], grid_affine)
+            spacing = np.linalg.norm(grid_affine[:3, :3], axis=0)
+            labels_grid = refine_labels(named, probs[0] < 0.5, spacing, self.post.get("identity_reach_mm", 6.0),
+                                        max(1, int(min_mm3 / np.prod(spacing))))
+        else:
+            labels_grid = label_vertebrae(probs, grid_affine, min_mm3, self.table)
+        del coarse_probs
         lesions = detect_lesions(heat, grid_affine, labels_grid, self.post.get("lesion_threshold", 0.3),
                                  self.post.get("nms_radius_mm", 5.0), self.table)
         cancel.raise_if_cancelled()

@@ -19,6 +19,9 @@ from .labels import LabelTable, load_label_table
 VARIANT_PENALTY = 2.0  # log-odds a transitional vertebra must win by
 SKIP_PENALTY = 6.0  # log-odds against a missing vertebra between two found ones
 MAX_PEAKS = 200  # heatmap peaks examined per scan, highest first
+# Which pass names the vertebrae (model card ``postprocessing.identity_stage``): the fine pass alone, or the
+# coarse pass, whose windows see the whole column, with the fine pass giving the shape (refine_labels).
+IDENTITY_STAGES = ("fine", "coarse")
 
 
 @dataclass
@@ -140,6 +143,39 @@ def label_vertebrae(probabilities: np.ndarray, affine: np.ndarray, min_volume_mm
     for instance_index, rank in zip(order, ranks):
         lut[instance_index + 1] = table.labels[rank].value
     return lut[instance_map]
+
+
+def refine_labels(named: np.ndarray, foreground: np.ndarray, spacing, reach_mm: float = 6.0,
+                  min_voxels: int = 1) -> np.ndarray:
+    """Vertebra labels named on a coarse grid (``named``, already on this grid) given the fine pass's shape.
+
+    Fine foreground voxels take the coarse label at their place, or the nearest coarse label within
+    ``reach_mm`` (coarse boundaries are a few mm off); foreground farther from every vertebra (ribs, pelvis)
+    and coarse labels outside the fine foreground are dropped. Each vertebra keeps its largest connected part.
+    """
+    labelled = named > 0
+    out = np.where(foreground, named, 0).astype(np.uint8)
+    orphans = foreground & ~labelled
+    if orphans.any() and labelled.any():
+        distance, nearest = ndimage.distance_transform_edt(~labelled, sampling=spacing, return_indices=True)
+        take = orphans & (distance <= reach_mm)
+        out[take] = named[tuple(index[take] for index in nearest)]
+    structure = ndimage.generate_binary_structure(3, 1)
+    for value in np.unique(out):
+        if value == 0:
+            continue
+        where = ndimage.find_objects((out == value).astype(np.uint8))[0]
+        mask = out[where] == value
+        parts, count = ndimage.label(mask, structure)
+        if count == 0:
+            continue
+        sizes = np.bincount(parts.ravel())
+        sizes[0] = 0
+        keep = parts == sizes.argmax()
+        if sizes.max() < min_voxels:
+            keep[:] = False
+        out[where][mask & ~keep] = 0
+    return out
 
 
 # --- lesions ---------------------------------------------------------------------------------------------------

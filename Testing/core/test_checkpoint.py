@@ -107,6 +107,13 @@ def test_different_label_table(checkpoint):
         load_checkpoint(path)
 
 
+def test_unknown_identity_stage(checkpoint):
+    path, _ = checkpoint
+    _edit_card(path, lambda card: card.setdefault("postprocessing", {}).update(identity_stage="middle"))
+    with pytest.raises(CheckpointError, match="identity_stage 'middle' is not one of fine, coarse"):
+        load_checkpoint(path)
+
+
 def test_newer_format_version(checkpoint):
     path, _ = checkpoint
     _edit_card(path, lambda c: c.update(format_version=99))

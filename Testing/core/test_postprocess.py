@@ -3,7 +3,7 @@
 import numpy as np
 
 from SpineSegLib.labels import load_label_table
-from SpineSegLib.postprocess import consistent_numbering, detect_lesions, label_vertebrae
+from SpineSegLib.postprocess import consistent_numbering, detect_lesions, label_vertebrae, refine_labels
 
 TABLE = load_label_table()
 RANK = {name: i for i, name in enumerate(TABLE.names)}
@@ -77,6 +77,25 @@ def test_label_vertebrae_on_an_lps_grid_still_orders_by_superior_position():
     values = [TABLE.by_name(n).value for n in ["L4", "L3", "L2", "L1"]]
     labels = label_vertebrae(_blocks(values), affine, min_volume_mm3=50)
     assert [TABLE.by_value(int(labels[10, 10, k])).name for k in (74, 62, 50, 38)] == ["L4", "L3", "L2", "L1"]
+
+
+def test_refine_labels_takes_names_from_the_coarse_pass_and_the_shape_from_the_fine_pass():
+    l1, l2 = TABLE.by_name("L1").value, TABLE.by_name("L2").value
+    named = np.zeros((30, 30, 60), dtype=np.uint8)  # the coarse pass: blocky, larger than the bone
+    named[8:22, 8:22, 34:52] = l1
+    named[8:22, 8:22, 4:26] = l2
+    bone = np.zeros(named.shape, dtype=bool)  # the fine pass
+    bone[10:20, 10:20, 36:50] = True  # L1's body
+    bone[14:16, 20:30, 40:42] = True  # ... with a rib running 8 mm beyond the coarse label
+    bone[10:20, 10:20, 6:24] = True  # L2's body
+    bone[20:24, 14:16, 10:12] = True  # ... with a process the coarse label missed by 2 mm
+    bone[8, 8, 4] = True  # a speck inside L2's coarse label, not touching its body
+    labels = refine_labels(named, bone, spacing=(1.0, 1.0, 1.0), reach_mm=6.0)
+    assert (labels[10:20, 10:20, 36:50] == l1).all() and (labels[10:20, 10:20, 6:24] == l2).all()
+    assert (labels[20:24, 14:16, 10:12] == l2).all()  # within reach: the nearest vertebra's
+    assert labels[15, 25, 41] == l1 and labels[15, 28, 41] == 0  # the rib is cut 6 mm from the vertebra
+    assert labels[8, 8, 4] == 0  # each vertebra keeps its largest part
+    assert not labels[~bone].any()  # nothing outside the fine pass's bone
 
 
 def test_detect_lesions_peaks_nms_class_and_vertebra():

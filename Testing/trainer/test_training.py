@@ -68,9 +68,11 @@ def test_cli_set_overrides_the_file_and_flags(tmp_path):
 
 
 def test_default_yaml_keeps_the_default_models_recipe():
-    """default.yaml (the bundled unet3d) keeps its behaviour: det weight 1, no curriculum, the old sampling."""
+    """default.yaml (the bundled unet3d) keeps its recipe: det weight 1, no curriculum, the old sampling."""
     config = TrainConfig.from_yaml(REPO / "trainer" / "configs" / "default.yaml")
-    assert config.architecture == "unet3d" and config.lr == 0.002
+    assert config.architecture == "unet3d" and config.lr == 0.001
+    # Version 1: the coarse pass at 5 mm sees the whole column and names the vertebrae.
+    assert (config.coarse_spacing, config.identity_stage, config.init_from) == (5.0, "coarse", "runs/model_v0")
     assert (config.det_weight, config.seg_only_epochs, config.ramp_epochs) == (1.0, 0, 0)
     assert (config.lesion_fraction, config.foreground_fraction, config.augment.translate_voxels) == (0.3, 0.5, 4.0)
     # A configuration written for the earlier trainer (lesion_weight) means what it meant then.
@@ -260,3 +262,29 @@ def test_every_architecture_exports_loads_and_segments(architecture, tiny_datase
     result = Segmenter(loaded, device="cpu", fast=architecture != "unet3d")(tiny_ct)
     assert result.labels.array.shape == tiny_ct.shape and result.heatmap.array.shape == tiny_ct.shape
     trainer.close()
+
+
+def test_init_from_starts_from_a_checkpoints_weights_and_the_card_records_the_passes(tiny_dataset, tmp_path):
+    from SpineSegLib.checkpoint import read_model_card
+
+    quiet = {"log": lambda *a: None}
+    first = Trainer(tiny_config(tiny_dataset, coarse_inference_patch_size=48, identity_stage="coarse"),
+                    tmp_path / "first", **quiet)
+    path = first.export(tmp_path / "model", first.model_card("test", 0.0, "none"))
+    card = read_model_card(path)
+    assert card["preprocessing"]["stages"]["coarse"]["patch_size"] == [48] * 3
+    assert card["preprocessing"]["stages"]["fine"]["patch_size"] == [32] * 3
+    assert card["postprocessing"]["identity_stage"] == "coarse"
+
+    warm = Trainer(tiny_config(tiny_dataset, init_from=str(path), seed=5), tmp_path / "warm", **quiet)
+    cold = Trainer(tiny_config(tiny_dataset, seed=5), tmp_path / "cold", **quiet)
+    for name, weight in first.model.state_dict().items():
+        assert torch.equal(warm.model.state_dict()[name], weight), name
+    assert not all(torch.equal(cold.model.state_dict()[n], w) for n, w in first.model.state_dict().items())
+    other = {"channels": [4, 8, 16], "num_res_units": 1}
+    with pytest.raises(ValueError, match="init_from .* architecture"):
+        Trainer(tiny_config(tiny_dataset, init_from=str(path), architecture_args=other), tmp_path / "bad", **quiet)
+    with pytest.raises(ValueError, match="identity_stage"):
+        tiny_config(tiny_dataset, identity_stage="middle")
+    for trainer in (first, warm, cold):
+        trainer.close()

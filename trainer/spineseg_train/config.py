@@ -22,6 +22,8 @@ from pathlib import Path
 
 import yaml
 
+from SpineSegLib.postprocess import IDENTITY_STAGES
+
 SEG_LOSSES = ("ce_dice", "dice_focal", "bdou", "ce_dice_bdou")
 VAL_MODES = ("engine", "patch")
 
@@ -68,12 +70,15 @@ class TrainConfig:
     name: str = "spineseg-model"
     architecture: str = "unet3d"
     architecture_args: dict = field(default_factory=lambda: {"channels": [16, 32, 64, 128, 192]})
+    init_from: str | None = None  # a checkpoint whose weights start the run (same architecture and arguments)
     # --- data ------------------------------------------------------------------------------------------------
     data: list[StageData] = field(default_factory=list)
     coarse_spacing: float = 3.0
     fine_spacing: float = 1.5
     patch_size: int = 64
     inference_patch_size: int = 96
+    coarse_inference_patch_size: int | None = None  # the coarse pass's windows (None: inference_patch_size)
+    identity_stage: str = "fine"  # which pass names the vertebrae: fine, or coarse (the whole column in view)
     intensity_window: tuple[float, float] = (-1000.0, 1000.0)
     lesion_fraction: float = 0.2  # patches centred on a lesion ...
     foreground_fraction: float = 0.3  # ... or a vertebra voxel (together 0.5: 1:1 foreground / background)
@@ -182,6 +187,8 @@ class TrainConfig:
             raise ValueError(f"seg_loss must be one of {', '.join(SEG_LOSSES)}, not {self.seg_loss!r}")
         if self.val_mode not in VAL_MODES:
             raise ValueError(f"val_mode must be one of {', '.join(VAL_MODES)}, not {self.val_mode!r}")
+        if self.identity_stage not in IDENTITY_STAGES:
+            raise ValueError(f"identity_stage must be one of {', '.join(IDENTITY_STAGES)}, not {self.identity_stage!r}")
         if self.epoch_steps < 1:
             raise ValueError("epoch_steps must be at least 1")
         if not 0 <= self.lesion_fraction + self.foreground_fraction <= 1:

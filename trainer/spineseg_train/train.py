@@ -127,6 +127,8 @@ class Trainer:
         random.seed(config.seed + self.dist.rank)
         self.rng = np.random.default_rng(config.seed + self.dist.rank)
         self.model = build_model(config).to(self.device)
+        if config.init_from:
+            self._warm_start(config.init_from)
         if config.grad_checkpointing:
             self.log(f"gradient checkpointing on {enable_gradient_checkpointing(self.model)} blocks")
         torch.manual_seed(config.seed + self.dist.rank)  # dropout etc. differ per rank, like the patches
@@ -144,6 +146,18 @@ class Trainer:
         self.train_seconds = 0.0
         self._ddp = None
         self._writer = None
+
+    def _warm_start(self, path: str) -> None:
+        """Start from a checkpoint's weights (loaded without unpickling); its network must be this one."""
+        from SpineSegLib.checkpoint import load_checkpoint
+
+        base = load_checkpoint(path, "cpu")
+        wanted = {"id": self.config.architecture, "args": self.config.architecture_args}
+        if base.card["architecture"] != wanted:
+            raise ValueError(f"init_from {path}: its architecture {base.card['architecture']} is not this run's "
+                             f"{wanted}")
+        self.model.load_state_dict(base.network.state_dict())
+        self.log(f"starting from the weights of {base.card.get('name')} ({path})")
 
     # --- data -----------------------------------------------------------------------------------------------------
     def _domain_vocabulary(self) -> list[str]:
@@ -390,11 +404,13 @@ class Trainer:
                 "orientation": "RAS",
                 "intensity_window": list(config.intensity_window),
                 "stages": {
-                    "coarse": {"spacing": [config.coarse_spacing] * 3, "patch_size": [config.inference_patch_size] * 3},
+                    "coarse": {"spacing": [config.coarse_spacing] * 3,
+                               "patch_size": [config.coarse_inference_patch_size or config.inference_patch_size] * 3},
                     "fine": {"spacing": [config.fine_spacing] * 3, "patch_size": [config.inference_patch_size] * 3},
                 },
             },
-            "postprocessing": {"lesion_threshold": 0.3, "nms_radius_mm": 5.0, "min_vertebra_mm3": 300.0},
+            "postprocessing": {"lesion_threshold": 0.3, "nms_radius_mm": 5.0, "min_vertebra_mm3": 300.0,
+                               "identity_stage": config.identity_stage},
             "training": {
                 "data": data_description,
                 "command": command,
