@@ -14,6 +14,7 @@ from spineseg_train.losses import (
     DiceFocalLoss,
     IdentificationLoss,
     MultiTaskLoss,
+    balanced_cross_entropy,
     boundary_voxels,
     centernet_focal_loss,
     centernet_regression_loss,
@@ -63,6 +64,18 @@ def test_ce_dice_by_hand():
     # p of the true class: 0.75, 0.5, then 0.75 for the six background voxels
     ce = -(7 * math.log(0.75) + math.log(0.5)) / 8
     assert CEDiceLoss(dice_weight=0.5, smooth=0)(logits, TARGET).item() == approx(ce + 0.5 * (1 - 10 / 19))
+
+
+def test_balanced_ce_weighs_foreground_and_background_equally():
+    logits = logits_from_probs(P1)
+    # foreground voxels: -log 0.75, -log 0.5; the six background voxels: -log 0.75 each
+    balanced = 0.5 * (-(math.log(0.75) + math.log(0.5)) / 2 - math.log(0.75))
+    assert balanced_cross_entropy(logits, TARGET).item() == approx(balanced)
+    assert CEDiceLoss(dice_weight=0.5, smooth=0, balance_ce=True)(logits, TARGET).item() == \
+        approx(balanced + 0.5 * (1 - 10 / 19))
+    # one kind of voxel only: the plain mean
+    assert balanced_cross_entropy(logits, torch.zeros_like(TARGET)).item() == approx(
+        -(math.log(0.25) + math.log(0.5) + 6 * math.log(0.75)) / 8)
 
 
 def test_focal_and_dice_focal_by_hand():

@@ -97,6 +97,7 @@ class TrainConfig:
     # --- losses: total = λseg·Lseg + λid·Lid + λdet·Ldet + λdom·Ldom ------------------------------------------
     seg_loss: str = "ce_dice"  # ce_dice | dice_focal | bdou (CE + BDoU) | ce_dice_bdou
     dice_weight: float = 1.0  # λ in CE + λ·Dice
+    ce_balance: bool = False  # ce_dice: CE averaged over vertebra and background voxels separately
     focal_weight: float = 1.0  # dice_focal: Dice + w·focal
     focal_gamma: float = 2.0
     focal_alpha: float = 0.25

@@ -53,7 +53,7 @@ class _CEPlus(nn.Module):
 
 def build_seg_loss(config: TrainConfig) -> nn.Module:
     if config.seg_loss == "ce_dice":
-        return CEDiceLoss(config.dice_weight)
+        return CEDiceLoss(config.dice_weight, balance_ce=config.ce_balance)
     if config.seg_loss == "dice_focal":
         return DiceFocalLoss(config.focal_weight, config.focal_gamma, config.focal_alpha)
     if config.seg_loss == "bdou":
