@@ -134,7 +134,6 @@ class Segmenter:
                                         max(1, int(min_mm3 / np.prod(spacing))))
         else:
             labels_grid = label_vertebrae(probs, grid_affine, min_mm3, self.table)
-        del coarse_probs
         lesions = detect_lesions(heat, grid_affine, labels_grid, self.post.get("lesion_threshold", 0.3),
                                  self.post.get("nms_radius_mm", 5.0), self.table)
         cancel.raise_if_cancelled()

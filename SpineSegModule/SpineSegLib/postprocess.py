@@ -166,9 +166,7 @@ def refine_labels(named: np.ndarray, foreground: np.ndarray, spacing, reach_mm: 
             continue
         where = ndimage.find_objects((out == value).astype(np.uint8))[0]
         mask = out[where] == value
-        parts, count = ndimage.label(mask, structure)
-        if count == 0:
-            continue
+        parts, _ = ndimage.label(mask, structure)
         sizes = np.bincount(parts.ravel())
         sizes[0] = 0
         keep = parts == sizes.argmax()

@@ -7,6 +7,7 @@ web front end read it back with :func:`load_results`. See docs/architecture.md f
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,15 +61,23 @@ def vertebra_summary(labels: Volume, lesions: list[dict], table: LabelTable | No
 def save_results(result: SegmentationResult, ct: Volume, out_dir: str | Path, cancel=None) -> Path:
     """Write every result file into ``out_dir`` atomically (all files appear together, or none)."""
     out_dir = Path(out_dir)
+    names = ", ".join(v["name"] for v in result.vertebrae[:1] + result.vertebrae[-1:])
+    title = f"SpineSeg: {len(result.vertebrae)} vertebrae ({names}), {len(result.lesions)} lesions"
     with atomic_output_dir(out_dir) as tmp:
-        write_nifti(result.labels, tmp / LABELS_FILE, np.uint8)
-        write_seg_nrrd(result.labels, tmp / SEGMENTATION_FILE)
-        write_nifti(result.heatmap, tmp / HEATMAP_FILE, np.float32)
         write_json(tmp / LESIONS_FILE, {"lesions": result.lesions})
         write_json(tmp / REPORT_FILE, {**result.report, "vertebrae": result.vertebrae})
-        names = ", ".join(v["name"] for v in result.vertebrae[:1] + result.vertebrae[-1:])
-        write_preview(tmp / PREVIEW_FILE, ct, result.labels, result.heatmap, result.lesions,
-                      title=f"SpineSeg: {len(result.vertebrae)} vertebrae ({names}), {len(result.lesions)} lesions")
+        # The image files are compressed in parallel (zlib releases the GIL): on a clinical-size grid this is
+        # most of the writing time.
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            written = [
+                pool.submit(write_nifti, result.labels, tmp / LABELS_FILE, np.uint8),
+                pool.submit(write_seg_nrrd, result.labels, tmp / SEGMENTATION_FILE),
+                pool.submit(write_nifti, result.heatmap, tmp / HEATMAP_FILE, np.float32),
+                pool.submit(write_preview, tmp / PREVIEW_FILE, ct, result.labels, result.heatmap, result.lesions,
+                            title=title),
+            ]
+            for future in written:
+                future.result()  # re-raises a writer's error here
         if cancel is not None:
             cancel.raise_if_cancelled()  # last chance: after this the folder is published
     return out_dir

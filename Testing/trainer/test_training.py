@@ -68,16 +68,17 @@ def test_cli_set_overrides_the_file_and_flags(tmp_path):
 
 
 def test_default_yaml_keeps_the_default_models_recipe():
-    """default.yaml (the bundled unet3d) keeps its recipe: det weight 1, no curriculum, the old sampling."""
+    """default.yaml (the bundled unet3d) keeps its behaviour: det weight 1, no curriculum, the old sampling."""
     config = TrainConfig.from_yaml(REPO / "trainer" / "configs" / "default.yaml")
-    assert config.architecture == "unet3d" and config.lr == 0.001
-    # Version 1: the coarse pass at 5 mm sees the whole column and names the vertebrae.
-    assert (config.coarse_spacing, config.identity_stage, config.init_from) == (5.0, "coarse", "runs/model_v0")
+    assert config.architecture == "unet3d" and config.lr == 0.002 and config.identity_stage == "fine"
     assert (config.det_weight, config.seg_only_epochs, config.ramp_epochs) == (1.0, 0, 0)
     assert (config.lesion_fraction, config.foreground_fraction, config.augment.translate_voxels) == (0.3, 0.5, 4.0)
     # A configuration written for the earlier trainer (lesion_weight) means what it meant then.
     legacy = TrainConfig.from_dict({"lesion_weight": 2.0, "steps": 10})
     assert (legacy.det_weight, legacy.seg_only_epochs, legacy.augment.translate_voxels) == (2.0, 0, 4.0)
+    # The coarse-identity experiment (docs/training.md) stays a valid configuration.
+    experiment = TrainConfig.from_yaml(REPO / "trainer" / "configs" / "coarse_identity.yaml")
+    assert (experiment.coarse_spacing, experiment.identity_stage, experiment.ce_balance) == (5.0, "coarse", True)
 
 
 # --- targets --------------------------------------------------------------------------------------------------
