@@ -287,5 +287,7 @@ def test_init_from_starts_from_a_checkpoints_weights_and_the_card_records_the_pa
         Trainer(tiny_config(tiny_dataset, init_from=str(path), architecture_args=other), tmp_path / "bad", **quiet)
     with pytest.raises(ValueError, match="identity_stage"):
         tiny_config(tiny_dataset, identity_stage="middle")
+    with pytest.raises(ValueError, match="ce_balance applies to seg_loss ce_dice only"):
+        tiny_config(tiny_dataset, ce_balance=True, seg_loss="dice_focal")
     for trainer in (first, warm, cold):
         trainer.close()

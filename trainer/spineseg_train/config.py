@@ -190,6 +190,8 @@ class TrainConfig:
             raise ValueError(f"val_mode must be one of {', '.join(VAL_MODES)}, not {self.val_mode!r}")
         if self.identity_stage not in IDENTITY_STAGES:
             raise ValueError(f"identity_stage must be one of {', '.join(IDENTITY_STAGES)}, not {self.identity_stage!r}")
+        if self.ce_balance and self.seg_loss != "ce_dice":
+            raise ValueError(f"ce_balance applies to seg_loss ce_dice only, not {self.seg_loss!r}")
         if self.epoch_steps < 1:
             raise ValueError("epoch_steps must be at least 1")
         if not 0 <= self.lesion_fraction + self.foreground_fraction <= 1:
