@@ -49,7 +49,8 @@ def _window_count(shape, roi, overlap: float) -> int:
 
 
 class Segmenter:
-    """Runs a loaded model on CT volumes. ``fast`` stops after the coarse pass."""
+    """Runs a loaded model on CT volumes. ``fast`` stops after the coarse pass. The model card's
+    ``postprocessing.identity_stage`` says which pass names the vertebrae (see :func:`.postprocess.refine_labels`)."""
 
     def __init__(self, model: LoadedModel | str | Path | None = None, device: str = "auto", fast: bool = False,
                  overlap: float = 0.25, sw_batch_size: int = 1):
