@@ -19,6 +19,7 @@ import torch
 from .errors import CheckpointError
 from .io import atomic_output_dir
 from .labels import LabelTable, load_label_table
+from .postprocess import IDENTITY_STAGES
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -132,8 +133,6 @@ def _validated_card(folder: Path, shown: Path) -> dict:
             f"{shown}: unknown architecture {arch.get('id') if isinstance(arch, dict) else arch!r}; "
             f"this SpineSeg knows {', '.join(available_architectures())}"
         )
-    from .postprocess import IDENTITY_STAGES
-
     identity = (card.get("postprocessing") or {}).get("identity_stage", "fine")
     if identity not in IDENTITY_STAGES:
         raise CheckpointError(f"{shown}: postprocessing.identity_stage {identity!r} is not one of "

@@ -161,10 +161,9 @@ def refine_labels(named: np.ndarray, foreground: np.ndarray, spacing, reach_mm: 
         take = orphans & (distance <= reach_mm)
         out[take] = named[tuple(index[take] for index in nearest)]
     structure = ndimage.generate_binary_structure(3, 1)
-    for value in np.unique(out):
-        if value == 0:
+    for value, where in enumerate(ndimage.find_objects(out), start=1):
+        if where is None:
             continue
-        where = ndimage.find_objects((out == value).astype(np.uint8))[0]
         mask = out[where] == value
         parts, _ = ndimage.label(mask, structure)
         sizes = np.bincount(parts.ravel())

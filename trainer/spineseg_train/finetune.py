@@ -5,8 +5,8 @@ browser), then exporting it as a new checkpoint.
         --steps N [--lr 2e-4] [--patch-size 64] [--batch-size 2] [--export OUT]
 
 The trainer is :class:`spineseg_train.train.Trainer`, built with the checkpoint's architecture and settings
-(intensity window, inference spacings and patch size), with the checkpoint's weights loaded through
-:func:`SpineSegLib.checkpoint.load_checkpoint` (safetensors, validated). A dataset without ``:SPACING`` is used
+(intensity window, inference spacings and patch size), starting from the checkpoint's weights (the ``init_from``
+setting: :func:`SpineSegLib.checkpoint.load_checkpoint`, safetensors, validated). A dataset without ``:SPACING`` is used
 at the checkpoint's fine-pass spacing. A run folder that already holds ``resume.pt`` resumes that fine-tuning.
 The exported card keeps the base model's preprocessing and post-processing and records where it came from.
 """
@@ -81,15 +81,13 @@ def finetune(model: str | Path, data: list[StageData], out_dir: str | Path, step
              export: str | Path | None = None, command: str = "", log=print, **overrides) -> Path | None:
     """Fine-tune checkpoint ``model`` on ``data`` for ``steps`` steps in run folder ``out_dir``; export to
     ``export`` when given (returns its path)."""
-    from SpineSegLib.checkpoint import load_checkpoint
+    from SpineSegLib.checkpoint import read_model_card
 
     from .train import Trainer
 
-    base = load_checkpoint(model, "cpu")
-    config = config_from_card(base.card, data, steps, **overrides)
-    trainer = Trainer(config, out_dir, log=log)
-    trainer.model.load_state_dict(base.network.state_dict())
-    log(f"starting from {base.card.get('name')} ({Path(model)})")
+    base = read_model_card(model)
+    config = config_from_card(base, data, steps, init_from=str(model), **overrides)
+    trainer = Trainer(config, out_dir, log=log)  # loads the checkpoint's weights (init_from)
     trainer.load_data()
     trainer.try_resume()  # an interrupted fine-tuning in the same run folder goes on where it stopped
     started = time.time()
@@ -98,10 +96,10 @@ def finetune(model: str | Path, data: list[StageData], out_dir: str | Path, step
         return None
     described = ", ".join(f"{d.path} at {d.spacing} mm" for d in config.data)
     card = trainer.model_card(command or "spineseg-train finetune", time.time() - started, described)
-    card["preprocessing"] = base.card.get("preprocessing", card["preprocessing"])
-    card["postprocessing"] = base.card.get("postprocessing", card["postprocessing"])
-    card["training"]["finetuned_from"] = {"name": base.card.get("name"), "path": str(Path(model).absolute()),
-                                          "sha256": (base.card.get("weights") or {}).get("sha256")}
+    card["preprocessing"] = base.get("preprocessing", card["preprocessing"])
+    card["postprocessing"] = base.get("postprocessing", card["postprocessing"])
+    card["training"]["finetuned_from"] = {"name": base.get("name"), "path": str(Path(model).absolute()),
+                                          "sha256": (base.get("weights") or {}).get("sha256")}
     trainer.export(export, card)
     log(f"model exported to {export}")
     return Path(export)

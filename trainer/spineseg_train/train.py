@@ -153,9 +153,9 @@ class Trainer:
 
         base = load_checkpoint(path, "cpu")
         wanted = {"id": self.config.architecture, "args": self.config.architecture_args}
-        if base.card["architecture"] != wanted:
-            raise ValueError(f"init_from {path}: its architecture {base.card['architecture']} is not this run's "
-                             f"{wanted}")
+        found = {"id": base.card["architecture"]["id"], "args": base.card["architecture"].get("args", {})}
+        if found != wanted:
+            raise ValueError(f"init_from {path}: its architecture {found} is not this run's {wanted}")
         self.model.load_state_dict(base.network.state_dict())
         self.log(f"starting from the weights of {base.card.get('name')} ({path})")
 
