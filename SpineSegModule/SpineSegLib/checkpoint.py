@@ -19,7 +19,7 @@ import torch
 from .errors import CheckpointError
 from .io import atomic_output_dir
 from .labels import LabelTable, load_label_table
-from .postprocess import IDENTITY_STAGES
+from .postprocess import IDENTITY_STAGES, NUMBERINGS
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -137,6 +137,12 @@ def _validated_card(folder: Path, shown: Path) -> dict:
     if identity not in IDENTITY_STAGES:
         raise CheckpointError(f"{shown}: postprocessing.identity_stage {identity!r} is not one of "
                               f"{', '.join(IDENTITY_STAGES)}")
+    numbering = (card.get("postprocessing") or {}).get("numbering", "levels")
+    if numbering not in NUMBERINGS:
+        raise CheckpointError(f"{shown}: postprocessing.numbering {numbering!r} is not one of {', '.join(NUMBERINGS)}")
+    if numbering == "regions" and identity != "fine":
+        raise CheckpointError(f"{shown}: postprocessing.numbering regions counts the vertebrae of the last pass; "
+                              f"identity_stage {identity!r} does not apply to it")
     return card
 
 

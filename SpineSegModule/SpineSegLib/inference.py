@@ -22,6 +22,7 @@ from .labels import load_label_table
 from .postprocess import detect_lesions, label_vertebrae, refine_labels
 from .preprocess import Orientation, prepare
 from .progress import CancelToken, ProgressCallback, SubProgress, no_progress
+from .region_numbering import label_by_regions
 from .resources import default_model_path
 from .results import SegmentationResult, vertebra_summary
 from .volume import Volume
@@ -50,7 +51,9 @@ def _window_count(shape, roi, overlap: float) -> int:
 
 class Segmenter:
     """Runs a loaded model on CT volumes. ``fast`` stops after the coarse pass. The model card's
-    ``postprocessing.identity_stage`` says which pass names the vertebrae (see :func:`.postprocess.refine_labels`)."""
+    ``postprocessing.numbering`` says whether the network's classes name the vertebrae (``levels``) or its regions
+    are counted (``regions``, :func:`.region_numbering.label_by_regions`); with ``levels``, ``identity_stage``
+    says which pass names them (see :func:`.postprocess.refine_labels`)."""
 
     def __init__(self, model: LoadedModel | str | Path | None = None, device: str = "auto", fast: bool = False,
                  overlap: float = 0.25, sw_batch_size: int = 1):
@@ -127,7 +130,9 @@ class Segmenter:
         cancel.raise_if_cancelled()
         progress(0.86, "post-processing")
         min_mm3 = self.post.get("min_vertebra_mm3", 300.0)
-        if fine_ran and self.post.get("identity_stage", "fine") == "coarse":
+        if self.post.get("numbering", "levels") == "regions":
+            labels_grid = label_by_regions(probs, grid_affine, min_mm3, self.table)
+        elif fine_ran and self.post.get("identity_stage", "fine") == "coarse":
             named = label_vertebrae(coarse_probs, coarse.affine, min_mm3, self.table)
             named = project_labels(named, coarse.affine, probs.shape[1:], grid_affine)
             spacing = np.linalg.norm(grid_affine[:3, :3], axis=0)

@@ -114,6 +114,18 @@ class LabelTable:
 
         return np.array([0] + self.values, dtype=np.uint8)
 
+    @property
+    def regions(self) -> list[str]:
+        """The regions of the column in cranio-caudal order (cervical, thoracic, lumbar, sacral)."""
+        return list(dict.fromkeys(lab.region for lab in self.labels))
+
+    def class_to_region_lut(self):
+        """numpy array mapping network class index -> region index + 1 (index 0, background -> 0)."""
+        import numpy as np
+
+        regions = self.regions
+        return np.array([0] + [regions.index(lab.region) + 1 for lab in self.labels], dtype=np.int64)
+
     def value_to_class_lut(self):
         """numpy array mapping label value (0..255) -> network class index; unknown values map to 0."""
         import numpy as np

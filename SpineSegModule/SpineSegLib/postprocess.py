@@ -22,6 +22,10 @@ MAX_PEAKS = 200  # heatmap peaks examined per scan, highest first
 # Which pass names the vertebrae (model card ``postprocessing.identity_stage``): the fine pass alone, or the
 # coarse pass, whose windows see the whole column, with the fine pass giving the shape (refine_labels).
 IDENTITY_STAGES = ("fine", "coarse")
+# How instances get their names (model card ``postprocessing.numbering``): from the network's per-vertebra
+# classes ("levels"), or by counting along the column from the network's regions ("regions": the network tells
+# cervical, thoracic, lumbar and sacral bone apart; see label_by_regions).
+NUMBERINGS = ("levels", "regions")
 
 
 @dataclass

@@ -114,6 +114,17 @@ def test_unknown_identity_stage(checkpoint):
         load_checkpoint(path)
 
 
+@pytest.mark.parametrize("post, message", [
+    ({"numbering": "alphabet"}, "numbering 'alphabet' is not one of levels, regions"),
+    ({"numbering": "regions", "identity_stage": "coarse"}, "identity_stage 'coarse' does not apply"),
+])
+def test_unknown_or_conflicting_numbering(checkpoint, post, message):
+    path, _ = checkpoint
+    _edit_card(path, lambda card: card.setdefault("postprocessing", {}).update(post))
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path)
+
+
 def test_newer_format_version(checkpoint):
     path, _ = checkpoint
     _edit_card(path, lambda c: c.update(format_version=99))

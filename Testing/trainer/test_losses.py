@@ -12,6 +12,7 @@ from spineseg_train.losses import (
     CEDiceLoss,
     CenterNetLoss,
     DiceFocalLoss,
+    GroupedSegLoss,
     IdentificationLoss,
     MultiTaskLoss,
     balanced_cross_entropy,
@@ -23,6 +24,7 @@ from spineseg_train.losses import (
     info_nce_loss,
     order_consistency_loss,
     soft_dice_loss,
+    touching_borders,
 )
 
 # A 2×2×2 volume, two classes. Foreground probabilities p1 per voxel; the first two voxels are foreground.
@@ -76,6 +78,28 @@ def test_balanced_ce_weighs_foreground_and_background_equally():
     # one kind of voxel only: the plain mean
     assert balanced_cross_entropy(logits, torch.zeros_like(TARGET)).item() == approx(
         -(math.log(0.25) + math.log(0.5) + 6 * math.log(0.75)) / 8)
+
+
+def test_grouped_loss_is_the_loss_of_the_groups_summed_probabilities():
+    """Regions: the loss sees each group's summed probability, so how a group's mass is spread over its classes
+    costs nothing."""
+    probs = torch.tensor([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]]).T.reshape(1, 3, 1, 1, 2)  # classes 1 and 2: group 1
+    target = torch.tensor([2, 0]).reshape(1, 1, 1, 1, 2)
+    grouped = GroupedSegLoss(CEDiceLoss(dice_weight=0.0), groups=[0, 1, 1])
+    assert grouped(probs.log(), target).item() == approx(-(math.log(0.9) + math.log(0.5)) / 2)
+    spread = torch.tensor([[0.1, 0.0, 0.9], [0.5, 0.5, 0.0]]).T.reshape(1, 3, 1, 1, 2).clamp_min(1e-12)
+    assert grouped(spread.log(), target).item() == approx(grouped(probs.log(), target).item())
+
+
+def test_touching_vertebrae_are_taught_a_seam_of_background():
+    labels = torch.tensor([0, 3, 3, 3, 4, 4, 4, 0, 5, 5]).reshape(1, 1, 1, 10).expand(1, 3, 3, 10)
+    seam = touching_borders(labels, radius=1)[0, 1, 1]
+    assert seam.tolist() == [False, False, False, True, True, False, False, False, False, False]
+    grouped = GroupedSegLoss(CEDiceLoss(dice_weight=0.0), groups=[0, 1, 1, 1, 1, 1], border_voxels=1)
+    logits = torch.zeros(1, 6, 3, 3, 10)
+    logits[:, 1, :, :, [1, 2, 5, 6, 8, 9]] = 20.0  # sure of bone where there is bone ...
+    logits[:, 0, :, :, [0, 3, 4, 7]] = 20.0  # ... and of background at the seam: nothing to learn
+    assert grouped(logits, labels).item() < 1e-6
 
 
 def test_focal_and_dice_focal_by_hand():

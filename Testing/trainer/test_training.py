@@ -76,6 +76,9 @@ def test_default_yaml_keeps_the_default_models_recipe():
     # A configuration written for the earlier trainer (lesion_weight) means what it meant then.
     legacy = TrainConfig.from_dict({"lesion_weight": 2.0, "steps": 10})
     assert (legacy.det_weight, legacy.seg_only_epochs, legacy.augment.translate_voxels) == (2.0, 0, 4.0)
+    # The bundled model's second stage teaches regions and the seams between touching vertebrae.
+    regions = TrainConfig.from_yaml(REPO / "trainer" / "configs" / "regions.yaml")
+    assert (regions.seg_target, regions.border_voxels, regions.init_from) == ("regions", 1, "runs/model_v0")
     # The coarse-identity experiment (docs/training.md) stays a valid configuration.
     experiment = TrainConfig.from_yaml(REPO / "trainer" / "configs" / "coarse_identity.yaml")
     assert (experiment.coarse_spacing, experiment.identity_stage, experiment.ce_balance) == (5.0, "coarse", True)
@@ -276,6 +279,7 @@ def test_init_from_starts_from_a_checkpoints_weights_and_the_card_records_the_pa
     assert card["preprocessing"]["stages"]["coarse"]["patch_size"] == [48] * 3
     assert card["preprocessing"]["stages"]["fine"]["patch_size"] == [32] * 3
     assert card["postprocessing"]["identity_stage"] == "coarse"
+    assert card["postprocessing"]["numbering"] == "levels"
 
     warm = Trainer(tiny_config(tiny_dataset, init_from=str(path), seed=5), tmp_path / "warm", **quiet)
     cold = Trainer(tiny_config(tiny_dataset, seed=5), tmp_path / "cold", **quiet)
@@ -289,5 +293,9 @@ def test_init_from_starts_from_a_checkpoints_weights_and_the_card_records_the_pa
         tiny_config(tiny_dataset, identity_stage="middle")
     with pytest.raises(ValueError, match="ce_balance applies to seg_loss ce_dice only"):
         tiny_config(tiny_dataset, ce_balance=True, seg_loss="dice_focal")
+    with pytest.raises(ValueError, match="seg_target must be one of levels, regions"):
+        tiny_config(tiny_dataset, seg_target="letters")
+    with pytest.raises(ValueError, match="identity_stage coarse does not apply"):
+        tiny_config(tiny_dataset, seg_target="regions", identity_stage="coarse")
     for trainer in (first, warm, cold):
         trainer.close()

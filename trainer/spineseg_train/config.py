@@ -24,6 +24,7 @@ import yaml
 
 from SpineSegLib.postprocess import IDENTITY_STAGES
 
+SEG_TARGETS = ("levels", "regions")
 SEG_LOSSES = ("ce_dice", "dice_focal", "bdou", "ce_dice_bdou")
 VAL_MODES = ("engine", "patch")
 
@@ -96,6 +97,8 @@ class TrainConfig:
     grad_checkpointing: bool = False  # recompute block activations in backward (less memory, ~30 % slower)
     # --- losses: total = λseg·Lseg + λid·Lid + λdet·Ldet + λdom·Ldom ------------------------------------------
     seg_loss: str = "ce_dice"  # ce_dice | dice_focal | bdou (CE + BDoU) | ce_dice_bdou
+    seg_target: str = "levels"  # levels: learn each vertebra's name; regions: learn its region, name by counting
+    border_voxels: int = 1  # regions: where vertebrae touch, this many voxels each side are taught as background
     dice_weight: float = 1.0  # λ in CE + λ·Dice
     ce_balance: bool = False  # ce_dice: CE averaged over vertebra and background voxels separately
     focal_weight: float = 1.0  # dice_focal: Dice + w·focal
@@ -186,6 +189,11 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         if self.seg_loss not in SEG_LOSSES:
             raise ValueError(f"seg_loss must be one of {', '.join(SEG_LOSSES)}, not {self.seg_loss!r}")
+        if self.seg_target not in SEG_TARGETS:
+            raise ValueError(f"seg_target must be one of {', '.join(SEG_TARGETS)}, not {self.seg_target!r}")
+        if self.seg_target == "regions" and self.identity_stage != "fine":
+            raise ValueError("seg_target regions names vertebrae by counting in the last pass; "
+                             "identity_stage coarse does not apply to it")
         if self.val_mode not in VAL_MODES:
             raise ValueError(f"val_mode must be one of {', '.join(VAL_MODES)}, not {self.val_mode!r}")
         if self.identity_stage not in IDENTITY_STAGES:

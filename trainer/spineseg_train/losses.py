@@ -93,6 +93,47 @@ class CEDiceLoss(nn.Module):
         return ce + self.dice_weight * soft_dice_loss(logits, target, self.include_background, self.smooth)
 
 
+def grouped_logits(logits: torch.Tensor, groups: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """Logits of groups of classes, ``log Σ exp`` over each group's members along axis 1: their softmax is the
+    summed softmax probability of each group's classes."""
+    return torch.stack([torch.logsumexp(logits[:, groups == g], dim=1) for g in range(num_groups)], dim=1)
+
+
+def touching_borders(labels: torch.Tensor, radius: int = 1) -> torch.Tensor:
+    """(B, …) mask of labelled voxels with a different label (not background) within ``radius`` voxels."""
+    labels = _labels(labels)
+    size = 2 * radius + 1
+    highest = F.max_pool3d(labels[:, None].float(), size, 1, radius)[:, 0]
+    others = torch.where(labels > 0, labels, torch.iinfo(torch.int32).max).float()
+    lowest = -F.max_pool3d(-others[:, None], size, 1, radius)[:, 0]
+    return (labels > 0) & (highest != lowest)
+
+
+class GroupedSegLoss(nn.Module):
+    """A segmentation loss on groups of classes (``groups[c]`` = group of class c, background group 0): the
+    network keeps one output per class but is taught only which group a voxel belongs to, e.g. its region of
+    the column (the segmenter then names vertebrae by counting, postprocessing ``numbering: regions``).
+
+    ``border_voxels`` > 0: where two vertebrae touch, their voxels within that distance of each other are taught
+    as background, so the segmenter finds every vertebra as a part of its own (counting needs the instances).
+    """
+
+    def __init__(self, loss: nn.Module, groups, border_voxels: int = 0):
+        super().__init__()
+        self.loss = loss
+        self.register_buffer("groups", torch.as_tensor(groups, dtype=torch.long), persistent=False)
+        self.num_groups = int(self.groups.max()) + 1
+        self.border_voxels = border_voxels
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        groups = self.groups.to(logits.device)
+        labels = _labels(target)
+        grouped = groups[labels]
+        if self.border_voxels:
+            grouped = torch.where(touching_borders(labels, self.border_voxels), 0, grouped)
+        return self.loss(grouped_logits(logits.float(), groups, self.num_groups), grouped)
+
+
 class DiceFocalLoss(nn.Module):
     """``Dice + focal_weight · focal(γ, α)``."""
 

@@ -2,7 +2,9 @@
 each term built from what the network outputs, and the extra ``forward`` arguments the network takes.
 
 - ``Lseg``: the configured segmentation loss (``seg_loss``: ``ce_dice`` = CE + λ·Dice, ``dice_focal``,
-  ``bdou`` = CE + BDoU, ``ce_dice_bdou``); a network with a ``"mask"`` head (Vertebraformer) adds
+  ``bdou`` = CE + BDoU, ``ce_dice_bdou``) on the vertebra classes, or with ``seg_target: regions`` on their
+  regions (cervical, thoracic, lumbar, sacral; :class:`.losses.GroupedSegLoss`), where touching
+  vertebrae meet taught as background over ``border_voxels``; a network with a ``"mask"`` head (Vertebraformer) adds
   ``mask_weight`` · (BCE + soft Dice) of spine-vs-background.
 - ``Ldet``: CenterNet: penalty-reduced focal loss on the lesion heatmap, plus smooth-L1 on offsets and log sizes
   at the lesion centres when the network outputs ``"offset"`` and ``"log_size"``. Networks without those
@@ -25,12 +27,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from SpineSegLib.labels import load_label_table
+
 from .config import TrainConfig
 from .losses import (
     BDoULoss,
     CEDiceLoss,
     CenterNetLoss,
     DiceFocalLoss,
+    GroupedSegLoss,
     IdentificationLoss,
     MultiTaskLoss,
     centernet_focal_loss,
@@ -52,6 +57,13 @@ class _CEPlus(nn.Module):
 
 
 def build_seg_loss(config: TrainConfig) -> nn.Module:
+    loss = _build_class_loss(config)
+    if config.seg_target == "regions":
+        return GroupedSegLoss(loss, load_label_table().class_to_region_lut(), config.border_voxels)
+    return loss
+
+
+def _build_class_loss(config: TrainConfig) -> nn.Module:
     if config.seg_loss == "ce_dice":
         return CEDiceLoss(config.dice_weight, balance_ce=config.ce_balance)
     if config.seg_loss == "dice_focal":

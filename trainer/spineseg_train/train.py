@@ -410,7 +410,7 @@ class Trainer:
                 },
             },
             "postprocessing": {"lesion_threshold": 0.3, "nms_radius_mm": 5.0, "min_vertebra_mm3": 300.0,
-                               "identity_stage": config.identity_stage},
+                               "identity_stage": config.identity_stage, "numbering": config.seg_target},
             "training": {
                 "data": data_description,
                 "command": command,

@@ -1,0 +1,117 @@
+"""Naming vertebrae by counting along the column (model card ``postprocessing.numbering: regions``).
+
+The network says only which region each bone voxel belongs to — cervical, thoracic, lumbar or sacral, which a
+patch shows by anatomy (ribs on thoracic vertebrae, the sacrum, the size and shape of the bodies) — and the
+vertebrae are named the way a radiologist counts them:
+
+1. the spine's foreground is split into vertebrae: the network is taught a thin background seam where two
+   vertebrae touch (the trainer's ``border_voxels``), so every vertebra is a connected part of its own; specks
+   much smaller than the vertebrae around them go, and the seams are closed again;
+2. the vertebrae, ordered cranio-caudally, get the label sequence (C1..C7, T1..T12, [T13], L1..L5, [L6],
+   sacrum) that best fits their regions (:func:`.postprocess.consistent_numbering`). The region boundaries
+   anchor the count: the first rib-bearing vertebra is T1, the one above the sacrum L5 (or L6).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from .labels import LabelTable, load_label_table
+from .postprocess import consistent_numbering
+
+SPECK_FRACTION = 0.25  # a part under this fraction of the parts near it is no vertebra (see split_vertebrae)
+NEIGHBOURHOOD_MM = 50.0  # ... the parts whose centres lie within this height
+
+
+def split_vertebrae(foreground: np.ndarray, spacing, min_voxels: int = 1) -> np.ndarray:
+    """Instance map (0 background, 1..n vertebrae) of a spine foreground whose vertebrae do not touch (the
+    network is taught a background seam where they would); ``spacing`` in mm, axis 2 superior.
+
+    Every connected part is a vertebra, except parts much smaller than the vertebrae at their height (under
+    ``SPECK_FRACTION`` of the median part within ``NEIGHBOURHOOD_MM``; a cervical vertebra is a fifth of a lumbar
+    one) or under ``min_voxels``, unless they lie above or below every vertebra (a vertebra cut by the edge of
+    the view). A small part within two voxels of a vertebra is a piece of it cut off by a seam and joins it; the
+    others are specks of rib or pelvis and go.
+    """
+    parts, count = ndimage.label(foreground, ndimage.generate_binary_structure(3, 1))
+    if count == 0:
+        return parts.astype(np.int32)
+    ids = np.arange(1, count + 1)
+    sizes = np.bincount(parts.ravel(), minlength=count + 1)[1:]
+    heights = np.array(ndimage.center_of_mass(np.ones(parts.shape), parts, ids))[:, 2] * float(spacing[2])
+    near = np.abs(heights[:, None] - heights[None, :]) <= NEIGHBOURHOOD_MM
+    local = np.array([np.median(sizes[row]) for row in near])
+    keep = (sizes >= SPECK_FRACTION * local) & (sizes >= min_voxels)
+    if keep.any():
+        keep |= (sizes >= min_voxels) & ((heights > heights[keep].max()) | (heights < heights[keep].min()))
+    renumber = np.zeros(count + 1, dtype=np.int32)
+    renumber[ids[keep]] = np.arange(1, int(keep.sum()) + 1)
+    instances = renumber[parts]
+    beside = ndimage.grey_dilation(instances, size=5)
+    boxes = ndimage.find_objects(parts)
+    for part in ids[~keep]:
+        piece = parts[boxes[part - 1]] == part
+        neighbours = beside[boxes[part - 1]][piece]
+        neighbours = neighbours[neighbours > 0]
+        if neighbours.size:
+            instances[boxes[part - 1]][piece] = np.bincount(neighbours).argmax()
+    return _close_seams(instances)
+
+
+def _close_seams(instances: np.ndarray) -> np.ndarray:
+    """Background voxels next to a vertebra and within two voxels of another (the seam taught between them, a
+    voxel or two thick) go to the vertebra beside them, so the seam costs the vertebrae no volume."""
+    cross = ndimage.generate_binary_structure(3, 1)
+    beside = ndimage.grey_dilation(instances, footprint=cross)
+    highest = ndimage.grey_dilation(instances, size=5)
+    lowest = -ndimage.grey_dilation(-np.where(instances > 0, instances, np.iinfo(np.int32).max), size=5)
+    seam = (instances == 0) & (beside > 0) & (highest != lowest)
+    out = instances.copy()
+    out[seam] = beside[seam]
+    return out
+
+
+def region_log_probs(probabilities: np.ndarray, instances: np.ndarray, table: LabelTable) -> np.ndarray:
+    """Per instance (rows) and label (columns): mean log-probability of the label's region over the instance's
+    voxels, the regions' probabilities renormalised over bone."""
+    lut = table.class_to_region_lut()
+    regions = np.stack([probabilities[lut == r].sum(axis=0) for r in range(1, lut.max() + 1)])
+    regions /= np.clip(regions.sum(axis=0, keepdims=True), 1e-6, None)
+    count = int(instances.max())
+    flat = instances.ravel()
+    voxels = np.bincount(flat, minlength=count + 1)[1:]
+    log_regions = np.stack([
+        np.bincount(flat, weights=np.log(np.clip(region, 1e-4, 1.0)).ravel(), minlength=count + 1)[1:]
+        for region in regions
+    ], axis=1) / np.maximum(voxels, 1)[:, None]
+    return log_regions[:, lut[1:] - 1]
+
+
+def label_by_regions(probabilities: np.ndarray, affine: np.ndarray, min_volume_mm3: float = 300.0,
+                     table: LabelTable | None = None) -> np.ndarray:
+    """Consistently numbered label-table values (uint8) on the model grid from region probabilities
+    (``probabilities``: (C, I, J, K) class probabilities, class 0 background, classes grouped by region)."""
+    table = table or load_label_table()
+    out = np.zeros(probabilities.shape[1:], dtype=np.uint8)
+    foreground = probabilities[0] < 0.5
+    if not foreground.any():
+        return out
+    # Work inside the foreground's box (the spine is a small part of the grid).
+    corners = np.argwhere(foreground)
+    box = tuple(slice(lo, hi + 1) for lo, hi in zip(corners.min(axis=0), corners.max(axis=0)))
+    min_voxels = max(1, int(min_volume_mm3 / abs(np.linalg.det(affine[:3, :3]))))
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    instances = split_vertebrae(np.pad(foreground[box], 1), spacing, min_voxels)[1:-1, 1:-1, 1:-1]
+    count = int(instances.max())
+    if count == 0:
+        return out
+    centroids = np.array(ndimage.center_of_mass(np.ones(instances.shape), instances, range(1, count + 1)))
+    superior = centroids @ affine[2, :3]
+    order = np.argsort(superior)[::-1]
+    log_probs = region_log_probs(probabilities[(slice(None), *box)], instances, table)
+    ranks = consistent_numbering(log_probs[order], table)
+    lut = np.zeros(count + 1, dtype=np.uint8)
+    lut[order + 1] = [table.labels[rank].value for rank in ranks]
+    out[box] = lut[instances]
+    return out

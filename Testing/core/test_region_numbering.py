@@ -1,0 +1,137 @@
+"""Naming vertebrae by counting from the regions the network sees (model card ``numbering: regions``).
+
+Probabilities are built by hand (a column of bone blocks, each given the classes of one region) or from a
+phantom's own labels (a perfect network), so these tests check the counting, not a trained model."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from SpineSegLib.labels import load_label_table
+from SpineSegLib.phantom import PhantomConfig, generate_phantom
+from SpineSegLib.region_numbering import label_by_regions, split_vertebrae
+
+TABLE = load_label_table()
+LUT = TABLE.value_to_class_lut()
+REGION_OF_CLASS = TABLE.class_to_region_lut()
+SPACING = 2.0
+AFFINE = np.diag([SPACING, SPACING, SPACING, 1.0])  # RAS: axis 2 runs superior
+LEVELS = {"C": "cervical", "T": "thoracic", "L": "lumbar", "S": "sacral"}
+
+
+def column_probabilities(regions: str, rng: np.random.Generator, height: int = 8, gap: int = 2):
+    """A column of bone blocks, top first, one per letter of ``regions`` (C, T, L, S). Each block's bone is given
+    to a random class of its region: the network is taught regions, so which level it picks means nothing."""
+    depth = len(regions) * (height + gap) + gap
+    probs = np.zeros((TABLE.num_classes, 16, 16, depth), dtype=np.float32)
+    for index, letter in enumerate(regions):
+        top = depth - gap - index * (height + gap)
+        classes = np.flatnonzero(REGION_OF_CLASS == TABLE.regions.index(LEVELS[letter]) + 1)
+        probs[rng.choice(classes), 4:12, 4:12, top - height:top] = 1.0
+    probs[0] = 1.0 - probs[1:].sum(axis=0)
+    return probs
+
+
+def names_top_down(labels: np.ndarray) -> list[str]:
+    values = [v for v in np.unique(labels) if v]
+    heights = ndimage.center_of_mass(labels > 0, labels, values)
+    return [TABLE.by_value(v).name for _, v in sorted(zip([-h[2] for h in heights], values, strict=True))]
+
+
+@pytest.mark.parametrize("regions, expected", [
+    ("C" * 7 + "T" * 12 + "L" * 5 + "S", [f"C{i}" for i in range(1, 8)] + [f"T{i}" for i in range(1, 13)]
+     + [f"L{i}" for i in range(1, 6)] + ["sacrum"]),
+    ("TT" + "L" * 5 + "S", ["T11", "T12", "L1", "L2", "L3", "L4", "L5", "sacrum"]),  # counted up from the sacrum
+    ("C" + "T" * 12 + "L", ["C7"] + [f"T{i}" for i in range(1, 13)] + ["L1"]),  # the first ribs are T1
+    ("C" * 7 + "T" * 13 + "L" * 5 + "S", [f"C{i}" for i in range(1, 8)] + [f"T{i}" for i in range(1, 14)]
+     + [f"L{i}" for i in range(1, 6)] + ["sacrum"]),  # thirteen rib-bearing vertebrae: T13
+    ("T" * 3 + "L" * 6 + "S", ["T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5", "L6", "sacrum"]),  # six lumbar
+])
+def test_vertebrae_are_counted_from_their_regions(regions, expected):
+    labels = label_by_regions(column_probabilities(regions, np.random.default_rng(len(regions))), AFFINE, 100.0)
+    assert names_top_down(labels) == expected
+
+
+def test_a_speck_inside_the_column_is_no_vertebra_but_a_cut_vertebra_at_its_end_is():
+    probs = column_probabilities("TTTLL", np.random.default_rng(0))
+    thoracic = LUT[TABLE.by_name("T5").value]
+    probs[thoracic, 14:16, 14:16, 25:27] = 1.0  # a rib speck off the column, between two vertebrae
+    probs = np.concatenate([probs, np.zeros((*probs.shape[:3], 4), dtype=np.float32)], axis=3)
+    probs[thoracic, 4:12, 4:12, -3:] = 1.0  # the lower half of a vertebra at the top edge of the view
+    probs[0] = 1.0 - probs[1:].sum(axis=0)
+    labels = label_by_regions(probs, AFFINE, 100.0)
+    assert names_top_down(labels) == ["T9", "T10", "T11", "T12", "L1", "L2"]
+    assert labels[14:16, 14:16, 25:27].max() == 0
+
+
+@pytest.mark.parametrize("seam", [1, 2])
+def test_the_seam_between_two_vertebrae_is_given_back_to_them(seam):
+    foreground = np.zeros((12, 12, 20 + seam), dtype=bool)
+    foreground[2:10, 2:10, :10] = foreground[2:10, 2:10, 10 + seam:] = True  # two blocks and the seam
+    instances = split_vertebrae(foreground, (1.0, 1.0, 1.0))
+    assert instances.max() == 2
+    assert (instances[2:10, 2:10, :] > 0).all()
+    assert np.count_nonzero(instances) < 1.05 * 8 * 8 * (20 + seam)  # at most a thin fringe around the seam
+
+
+def _seamed_probabilities(labels: np.ndarray) -> np.ndarray:
+    """One-hot probabilities of a label map, with the seam the trainer teaches where two vertebrae touch."""
+    highest = ndimage.maximum_filter(labels, size=3)
+    lowest = ndimage.minimum_filter(np.where(labels > 0, labels, 255), size=3)
+    classes = np.where((labels > 0) & (highest != lowest), 0, LUT[labels])
+    return (np.arange(TABLE.num_classes)[:, None, None, None] == classes[None]).astype(np.float32)
+
+
+@pytest.mark.parametrize("region, variant", [("thoracolumbar", "none"), ("whole", "L6")])
+def test_a_perfect_network_names_every_vertebra_of_a_phantom(region, variant):
+    phantom = generate_phantom(PhantomConfig(seed=11, region=region, spacing=(2.0, 2.0, 2.0), variant=variant,
+                                             lesions=0))
+    reference = phantom.labels.array
+    labels = label_by_regions(_seamed_probabilities(reference), phantom.labels.affine)
+    cut_by_the_view = set(np.unique(reference[..., [0, -1]]))  # (may be too small to keep)
+    dice = {}
+    for value in set(np.unique(reference)) - cut_by_the_view - {0}:
+        truth, found = reference == value, labels == value
+        dice[TABLE.by_value(value).name] = 2 * np.count_nonzero(truth & found) / (truth.sum() + found.sum())
+    # At 2 mm a cervical vertebra is a few hundred voxels and the seam takes a voxel or two off its thin
+    # processes where it meets its neighbours (~0.85); the larger vertebrae lose almost nothing.
+    assert min(dice.values()) > 0.8, dice
+    assert np.mean(list(dice.values())) > 0.95, dice
+
+
+def test_the_segmenter_counts_when_the_model_card_says_regions(tmp_path):
+    """Wiring: a card with ``numbering: regions`` makes the segmenter count the fine pass's parts. The network's
+    outputs are replaced: bone blocks given the first class of their region (top block thoracic, then lumbar)."""
+    import torch
+
+    from SpineSegLib.checkpoint import save_checkpoint
+    from SpineSegLib.inference import Segmenter
+    from SpineSegLib.networks import build_network
+    from SpineSegLib.volume import Volume
+
+    ct = np.full((48, 48, 96), -1000.0, dtype=np.float32)
+    blocks = [(slice(14, 34), slice(14, 34), slice(k, k + 20)) for k in (66, 38, 10)]  # top first
+    for block in blocks:
+        ct[block] = 800.0
+    tiny = {"channels": [4, 8, 16], "num_res_units": 0}
+    card = {"name": "wiring", "architecture": {"id": "unet3d", "args": tiny},
+            "preprocessing": {"intensity_window": [-1000, 1000],
+                              "stages": {"coarse": {"spacing": [4, 4, 4], "patch_size": [32, 32, 32]},
+                                         "fine": {"spacing": [1.5, 1.5, 1.5], "patch_size": [32, 32, 32]}}},
+            "postprocessing": {"numbering": "regions", "min_vertebra_mm3": 100.0}}
+    network = build_network("unet3d", 1, TABLE.num_classes, len(TABLE.lesion_classes), **tiny)
+    segmenter = Segmenter(save_checkpoint(network, card, tmp_path / "regions"), device="cpu")
+
+    def predict(image: torch.Tensor, stage: dict, progress):
+        bone = image[0].numpy() > 0.75
+        parts, count = ndimage.label(bone)
+        heights = [h[2] for h in ndimage.center_of_mass(bone, parts, range(1, count + 1))]
+        probs = np.zeros((TABLE.num_classes, *bone.shape), dtype=np.float32)
+        for rank, part in enumerate(np.argsort(heights)[::-1]):
+            probs[LUT[TABLE.by_name("T1" if rank == 0 else "L5").value]][parts == part + 1] = 1.0
+        probs[0] = 1.0 - probs[1:].sum(axis=0)
+        return probs, np.zeros((len(TABLE.lesion_classes), *bone.shape), dtype=np.float32)
+
+    segmenter._predict = predict
+    labels = segmenter(Volume(ct, np.eye(4))).labels.array
+    assert [TABLE.by_value(labels[b][10, 10, 10]).name for b in blocks] == ["T12", "L1", "L2"]
