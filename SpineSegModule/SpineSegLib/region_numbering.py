@@ -22,6 +22,7 @@ from .postprocess import consistent_numbering
 
 SPECK_FRACTION = 0.25  # a part under this fraction of the parts near it is no vertebra (see split_vertebrae)
 NEIGHBOURHOOD_MM = 50.0  # ... the parts whose centres lie within this height
+COLUMN_REACH_MM = 30.0  # a vertebra's centre lies this close to the column's axis (in-plane; rib pieces do not)
 
 
 def split_vertebrae(foreground: np.ndarray, spacing, min_voxels: int = 1) -> np.ndarray:
@@ -31,32 +32,56 @@ def split_vertebrae(foreground: np.ndarray, spacing, min_voxels: int = 1) -> np.
     Every connected part is a vertebra, except parts much smaller than the vertebrae at their height (under
     ``SPECK_FRACTION`` of the median part within ``NEIGHBOURHOOD_MM``; a cervical vertebra is a fifth of a lumbar
     one) or under ``min_voxels``, unless they lie above or below every vertebra (a vertebra cut by the edge of
-    the view). A small part within two voxels of a vertebra is a piece of it cut off by a seam and joins it; the
-    others are specks of rib or pelvis and go.
+    the view), and parts off the column (:func:`on_the_column`). A small part within two voxels of a vertebra is
+    a piece of it cut off by a seam and joins it; the others are specks of rib or pelvis and go.
     """
     parts, count = ndimage.label(foreground, ndimage.generate_binary_structure(3, 1))
     if count == 0:
         return parts.astype(np.int32)
     ids = np.arange(1, count + 1)
     sizes = np.bincount(parts.ravel(), minlength=count + 1)[1:]
-    heights = np.array(ndimage.center_of_mass(np.ones(parts.shape), parts, ids))[:, 2] * float(spacing[2])
+    centres = np.array(ndimage.center_of_mass(np.ones(parts.shape), parts, ids)) * np.asarray(spacing, float)
+    heights = centres[:, 2]
     near = np.abs(heights[:, None] - heights[None, :]) <= NEIGHBOURHOOD_MM
     local = np.array([np.median(sizes[row]) for row in near])
-    keep = (sizes >= SPECK_FRACTION * local) & (sizes >= min_voxels)
+    small = (sizes < SPECK_FRACTION * local) | (sizes < min_voxels)
+    on_column = on_the_column(centres, sizes)
+    keep = ~small & on_column
     if keep.any():
-        keep |= (sizes >= min_voxels) & ((heights > heights[keep].max()) | (heights < heights[keep].min()))
+        keep |= on_column & (sizes >= min_voxels) & ((heights > heights[keep].max()) | (heights < heights[keep].min()))
     renumber = np.zeros(count + 1, dtype=np.int32)
     renumber[ids[keep]] = np.arange(1, int(keep.sum()) + 1)
     instances = renumber[parts]
     beside = ndimage.grey_dilation(instances, size=5)
     boxes = ndimage.find_objects(parts)
-    for part in ids[~keep]:
+    for part in ids[small & ~keep]:
         piece = parts[boxes[part - 1]] == part
         neighbours = beside[boxes[part - 1]][piece]
         neighbours = neighbours[neighbours > 0]
         if neighbours.size:
             instances[boxes[part - 1]][piece] = np.bincount(neighbours).argmax()
     return _close_seams(instances)
+
+
+def on_the_column(centres: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Which parts (centres in mm, axis 2 superior) lie on the spinal column: within ``COLUMN_REACH_MM``
+    in-plane of a smooth curve through the parts (a cubic in height, fitted again without the parts off it).
+    Rib and pelvis pieces, and soft tissue taken for bone, lie to the side of the column."""
+    on = np.ones(len(sizes), dtype=bool)
+    if len(sizes) < 3:
+        return on
+    # Start from the size-weighted median position: most of the bone found is the column itself.
+    order = np.argsort(centres[:, 0]), np.argsort(centres[:, 1])
+    middle = [centres[o, axis][np.searchsorted(np.cumsum(sizes[o]), sizes.sum() / 2)] for axis, o in enumerate(order)]
+    curve = np.tile(middle, (len(sizes), 1))
+    for _ in range(3):
+        on = np.linalg.norm(centres[:, :2] - curve, axis=1) <= COLUMN_REACH_MM
+        if on.sum() < 3:
+            return np.ones(len(sizes), dtype=bool)
+        degree = min(3, int(on.sum()) - 1)
+        curve = np.stack([np.polyval(np.polyfit(centres[on, 2], centres[on, axis], degree, w=np.sqrt(sizes[on])),
+                                     centres[:, 2]) for axis in (0, 1)], axis=1)
+    return np.linalg.norm(centres[:, :2] - curve, axis=1) <= COLUMN_REACH_MM
 
 
 def _close_seams(instances: np.ndarray) -> np.ndarray:

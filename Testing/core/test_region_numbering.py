@@ -64,6 +64,20 @@ def test_a_speck_inside_the_column_is_no_vertebra_but_a_cut_vertebra_at_its_end_
     assert labels[14:16, 14:16, 25:27].max() == 0
 
 
+def test_bone_beside_the_column_is_no_vertebra():
+    """A block as big as a vertebra 60 mm to the side (a piece of pelvis, soft tissue taken for bone) and rib
+    pieces along the column are not counted."""
+    probs = column_probabilities("TTTTLLLLLS", np.random.default_rng(1))
+    probs = np.pad(probs, ((0, 0), (0, 40), (0, 0), (0, 0)))
+    probs[LUT[TABLE.by_name("L3").value], 34:42, 4:12, 12:20] = 1.0  # beside L5, as big as it
+    for k in range(30, 90, 10):
+        probs[LUT[TABLE.by_name("T6").value], 26:29, 6:9, k:k + 3] = 1.0  # rib pieces, 40 mm out
+    probs[0] = 1.0 - probs[1:].sum(axis=0)
+    labels = label_by_regions(probs, AFFINE, 100.0)
+    assert names_top_down(labels) == ["T9", "T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5", "sacrum"]
+    assert labels[26:, :, :].max() == 0
+
+
 @pytest.mark.parametrize("seam", [1, 2])
 def test_the_seam_between_two_vertebrae_is_given_back_to_them(seam):
     foreground = np.zeros((12, 12, 20 + seam), dtype=bool)
