@@ -22,7 +22,7 @@ from .postprocess import consistent_numbering
 
 SPECK_FRACTION = 0.25  # a part under this fraction of the parts near it is no vertebra (see split_vertebrae)
 NEIGHBOURHOOD_MM = 50.0  # ... the parts whose centres lie within this height
-COLUMN_REACH_MM = 30.0  # a vertebra's centre lies this close to the column's axis (in-plane; rib pieces do not)
+COLUMN_REACH_MM = 40.0  # a vertebra's centre lies this close to the column's axis (in-plane; rib pieces do not)
 
 
 def split_vertebrae(foreground: np.ndarray, spacing, min_voxels: int = 1) -> np.ndarray:

@@ -71,7 +71,7 @@ def test_bone_beside_the_column_is_no_vertebra():
     probs = np.pad(probs, ((0, 0), (0, 40), (0, 0), (0, 0)))
     probs[LUT[TABLE.by_name("L3").value], 34:42, 4:12, 12:20] = 1.0  # beside L5, as big as it
     for k in range(30, 90, 10):
-        probs[LUT[TABLE.by_name("T6").value], 26:29, 6:9, k:k + 3] = 1.0  # rib pieces, 40 mm out
+        probs[LUT[TABLE.by_name("T6").value], 31:34, 6:9, k:k + 3] = 1.0  # rib pieces, 50 mm out
     probs[0] = 1.0 - probs[1:].sum(axis=0)
     labels = label_by_regions(probs, AFFINE, 100.0)
     assert names_top_down(labels) == ["T9", "T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5", "sacrum"]
