@@ -52,9 +52,12 @@ def split_vertebrae(foreground: np.ndarray, spacing, min_voxels: int = 1) -> np.
     renumber = np.zeros(count + 1, dtype=np.int32)
     renumber[ids[keep]] = np.arange(1, int(keep.sum()) + 1)
     instances = renumber[parts]
+    pieces = ids[small & ~keep]
+    if pieces.size == 0:
+        return _close_seams(instances)
     beside = ndimage.grey_dilation(instances, size=5)
     boxes = ndimage.find_objects(parts)
-    for part in ids[small & ~keep]:
+    for part in pieces:
         piece = parts[boxes[part - 1]] == part
         neighbours = beside[boxes[part - 1]][piece]
         neighbours = neighbours[neighbours > 0]
