@@ -139,13 +139,19 @@ def label_vertebrae(probabilities: np.ndarray, affine: np.ndarray, min_volume_mm
     instance_map, instances = vertebra_instances(probabilities, max(1, int(min_volume_mm3 / voxel_mm3)))
     if not instances:
         return np.zeros(instance_map.shape, dtype=np.uint8)
-    # Cranio-caudal order: descending superior coordinate of the centroid in RAS.
-    superior = [(affine[2, :3] @ inst.centroid_ijk) for inst in instances]
-    order = np.argsort(superior)[::-1]
-    ranks = consistent_numbering(np.stack([instances[i].log_prob for i in order]), table)
-    lut = np.zeros(len(instances) + 1, dtype=np.uint8)
-    for instance_index, rank in zip(order, ranks):
-        lut[instance_index + 1] = table.labels[rank].value
+    return name_instances(instance_map, np.stack([inst.centroid_ijk for inst in instances]),
+                          np.stack([inst.log_prob for inst in instances]), affine, table)
+
+
+def name_instances(instance_map: np.ndarray, centroids_ijk: np.ndarray, log_probs: np.ndarray, affine: np.ndarray,
+                   table: LabelTable) -> np.ndarray:
+    """Label-table values (uint8) for an instance map (instance n has row n-1 of ``centroids_ijk`` and of
+    ``log_probs``, one column per label): the instances in cranio-caudal order (descending superior coordinate
+    of the centroid) get the sequence :func:`consistent_numbering` finds."""
+    order = np.argsort(centroids_ijk @ affine[2, :3])[::-1]
+    ranks = consistent_numbering(log_probs[order], table)
+    lut = np.zeros(len(centroids_ijk) + 1, dtype=np.uint8)
+    lut[order + 1] = [table.labels[rank].value for rank in ranks]
     return lut[instance_map]
 
 

@@ -8,7 +8,7 @@ vertebrae are named the way a radiologist counts them:
    vertebrae touch (the trainer's ``border_voxels``), so every vertebra is a connected part of its own; specks
    much smaller than the vertebrae around them go, and the seams are closed again;
 2. the vertebrae, ordered cranio-caudally, get the label sequence (C1..C7, T1..T12, [T13], L1..L5, [L6],
-   sacrum) that best fits their regions (:func:`.postprocess.consistent_numbering`). The region boundaries
+   sacrum) that best fits their regions (:func:`.postprocess.name_instances`). The region boundaries
    anchor the count: the first rib-bearing vertebra is T1, the one above the sacrum L5 (or L6).
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from .labels import LabelTable, load_label_table
-from .postprocess import consistent_numbering
+from .postprocess import name_instances
 
 SPECK_FRACTION = 0.25  # a part under this fraction of the parts near it is no vertebra (see split_vertebrae)
 NEIGHBOURHOOD_MM = 50.0  # ... the parts whose centres lie within this height
@@ -126,8 +126,7 @@ def label_by_regions(probabilities: np.ndarray, affine: np.ndarray, min_volume_m
     if not foreground.any():
         return out
     # Work inside the foreground's box (the spine is a small part of the grid).
-    corners = np.argwhere(foreground)
-    box = tuple(slice(lo, hi + 1) for lo, hi in zip(corners.min(axis=0), corners.max(axis=0)))
+    box = ndimage.find_objects(foreground.astype(np.uint8))[0]
     min_voxels = max(1, int(min_volume_mm3 / abs(np.linalg.det(affine[:3, :3]))))
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     instances = split_vertebrae(np.pad(foreground[box], 1), spacing, min_voxels)[1:-1, 1:-1, 1:-1]
@@ -135,11 +134,6 @@ def label_by_regions(probabilities: np.ndarray, affine: np.ndarray, min_volume_m
     if count == 0:
         return out
     centroids = np.array(ndimage.center_of_mass(np.ones(instances.shape), instances, range(1, count + 1)))
-    superior = centroids @ affine[2, :3]
-    order = np.argsort(superior)[::-1]
     log_probs = region_log_probs(probabilities[(slice(None), *box)], instances, table)
-    ranks = consistent_numbering(log_probs[order], table)
-    lut = np.zeros(count + 1, dtype=np.uint8)
-    lut[order + 1] = [table.labels[rank].value for rank in ranks]
-    out[box] = lut[instances]
+    out[box] = name_instances(instances, centroids, log_probs, affine, table)
     return out
