@@ -23,11 +23,18 @@ from .postprocess import name_instances
 SPECK_FRACTION = 0.25  # a part under this fraction of the parts near it is no vertebra (see split_vertebrae)
 NEIGHBOURHOOD_MM = 50.0  # ... the parts whose centres lie within this height
 COLUMN_REACH_MM = 40.0  # a vertebra's centre lies this close to the column's axis (in-plane; rib pieces do not)
+# Stricter and stricter bone thresholds (background probability below) at which a part is looked at again: where
+# the network is unsure of a seam, the part falls apart into vertebrae there (see split_at_weak_seams).
+SEAM_LEVELS = (0.3, 0.2, 0.1, 0.05)
+SPLIT_FRACTION = 0.25  # ... into pieces each at least this fraction of the largest (smaller ones are specks)
 
 
-def split_vertebrae(foreground: np.ndarray, spacing, min_voxels: int = 1) -> np.ndarray:
+def split_vertebrae(foreground: np.ndarray, spacing, min_voxels: int = 1,
+                    background: np.ndarray | None = None) -> np.ndarray:
     """Instance map (0 background, 1..n vertebrae) of a spine foreground whose vertebrae do not touch (the
-    network is taught a background seam where they would); ``spacing`` in mm, axis 2 superior.
+    network is taught a background seam where they would); ``spacing`` in mm, axis 2 superior. With the
+    network's ``background`` probability, parts joined where the network was unsure of the seam are split
+    there first (:func:`split_at_weak_seams`).
 
     Every connected part is a vertebra, except parts much smaller than the vertebrae at their height (under
     ``SPECK_FRACTION`` of the median part within ``NEIGHBOURHOOD_MM``; a cervical vertebra is a fifth of a lumbar
@@ -38,6 +45,8 @@ def split_vertebrae(foreground: np.ndarray, spacing, min_voxels: int = 1) -> np.
     parts, count = ndimage.label(foreground, ndimage.generate_binary_structure(3, 1))
     if count == 0:
         return parts.astype(np.int32)
+    if background is not None:
+        parts, count = split_at_weak_seams(parts, background, min_voxels)
     ids = np.arange(1, count + 1)
     sizes = np.bincount(parts.ravel(), minlength=count + 1)[1:]
     centres = np.array(ndimage.center_of_mass(np.ones(parts.shape), parts, ids)) * np.asarray(spacing, float)
@@ -66,6 +75,44 @@ def split_vertebrae(foreground: np.ndarray, spacing, min_voxels: int = 1) -> np.
     return _close_seams(instances)
 
 
+def split_at_weak_seams(parts: np.ndarray, background: np.ndarray, min_voxels: int = 1,
+                        levels=SEAM_LEVELS) -> tuple[np.ndarray, int]:
+    """Parts (labelled 1..n) split where the network's ``background`` probability shows a seam it was unsure of:
+    at a stricter bone threshold (``levels``, strictest last) a part that falls apart into two or more pieces of
+    at least ``SPLIT_FRACTION`` of the largest (and ``min_voxels``) is split into those pieces, each grown back
+    over the part along the lowest background probability (a watershed); the pieces are looked at again at the
+    stricter levels. Returns the new parts and their count."""
+    out = np.zeros(parts.shape, dtype=np.int32)
+    count = 0
+    for box_index, box in enumerate(ndimage.find_objects(parts)):
+        if box is None:
+            continue
+        for piece in _split_part(parts[box] == box_index + 1, background[box], min_voxels, levels):
+            count += 1
+            out[box][piece] = count
+    return out, count
+
+
+def _split_part(part: np.ndarray, background: np.ndarray, min_voxels: int, levels) -> list[np.ndarray]:
+    for depth, level in enumerate(levels):
+        cores, count = ndimage.label(part & (background < level), ndimage.generate_binary_structure(3, 1))
+        if count < 2:
+            continue
+        sizes = np.bincount(cores.ravel(), minlength=count + 1)[1:]
+        kept = np.flatnonzero(sizes >= max(min_voxels, SPLIT_FRACTION * sizes.max())) + 1
+        if kept.size < 2:
+            continue
+        markers = np.zeros(part.shape, dtype=np.int32)
+        for index, core in enumerate(kept, start=1):
+            markers[cores == core] = index
+        markers[~part] = kept.size + 1  # outside the part: its own basin, so the pieces grow only over the part
+        cost = np.round(np.clip(background, 0.0, 1.0) * 65535).astype(np.uint16)
+        grown = ndimage.watershed_ift(cost, markers, ndimage.generate_binary_structure(3, 1))
+        return [sub for index in range(1, kept.size + 1)
+                for sub in _split_part(part & (grown == index), background, min_voxels, levels[depth + 1:])]
+    return [part]
+
+
 def on_the_column(centres: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """Which parts (centres in mm, axis 2 superior) lie on the spinal column: within ``COLUMN_REACH_MM``
     in-plane of a smooth curve through the parts (a cubic in height, fitted again without the parts off it).
@@ -88,15 +135,22 @@ def on_the_column(centres: np.ndarray, sizes: np.ndarray) -> np.ndarray:
 
 
 def _close_seams(instances: np.ndarray) -> np.ndarray:
-    """Background voxels next to a vertebra and within two voxels of another (the seam taught between them, a
-    voxel or two thick) go to the vertebra beside them, so the seam costs the vertebrae no volume."""
-    cross = ndimage.generate_binary_structure(3, 1)
-    beside = ndimage.grey_dilation(instances, footprint=cross)
-    highest = ndimage.grey_dilation(instances, size=5)
-    lowest = -ndimage.grey_dilation(-np.where(instances > 0, instances, np.iinfo(np.int32).max), size=5)
-    seam = (instances == 0) & (beside > 0) & (highest != lowest)
+    """Background voxels between two vertebrae (one on each side along an axis, the gap one or two voxels wide:
+    the seam taught between them) go to the vertebra beside them, so the seam costs the vertebrae no volume."""
+    padded = np.pad(instances, 2)
+    inner = tuple(slice(2, -2) for _ in range(3))
     out = instances.copy()
-    out[seam] = beside[seam]
+    for axis in range(3):
+        def at(offset):
+            return padded[tuple(slice(2 + offset, padded.shape[a] - 2 + offset) if a == axis else inner[a]
+                                for a in range(3))]
+        before, after = at(-1), at(1)
+        for near, far_side in ((before, (at(1), at(2))), (after, (at(-1), at(-2)))):
+            across = np.zeros(instances.shape, dtype=bool)
+            for far in far_side:
+                across |= (far > 0) & (far != near)
+            seam = (out == 0) & (near > 0) & across
+            out[seam] = near[seam]
     return out
 
 
@@ -129,7 +183,8 @@ def label_by_regions(probabilities: np.ndarray, affine: np.ndarray, min_volume_m
     box = ndimage.find_objects(foreground.astype(np.uint8))[0]
     min_voxels = max(1, int(min_volume_mm3 / abs(np.linalg.det(affine[:3, :3]))))
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    instances = split_vertebrae(np.pad(foreground[box], 1), spacing, min_voxels)[1:-1, 1:-1, 1:-1]
+    background = np.pad(probabilities[0][box], 1, constant_values=1.0)
+    instances = split_vertebrae(np.pad(foreground[box], 1), spacing, min_voxels, background)[1:-1, 1:-1, 1:-1]
     count = int(instances.max())
     if count == 0:
         return out

@@ -88,6 +88,48 @@ def test_the_seam_between_two_vertebrae_is_given_back_to_them(seam):
     assert np.count_nonzero(instances) < 1.05 * 8 * 8 * (20 + seam)  # at most a thin fringe around the seam
 
 
+def _two_vertebrae_joined_where_the_network_was_unsure(seam_background: float):
+    """Two 8-voxel blocks of sure bone (background probability 0.02) joined by a 2-voxel slab it thought bone,
+    but not surely (``seam_background``)."""
+    background = np.ones((12, 12, 18), dtype=np.float32)
+    background[2:10, 2:10, :8] = background[2:10, 2:10, 10:] = 0.02
+    background[2:10, 2:10, 8:10] = seam_background
+    return background
+
+
+def test_vertebrae_joined_where_the_network_was_unsure_are_split_there():
+    background = _two_vertebrae_joined_where_the_network_was_unsure(0.4)
+    foreground = background < 0.5
+    assert split_vertebrae(foreground, (1.0, 1.0, 1.0)).max() == 1  # one part without the probabilities
+    instances = split_vertebrae(foreground, (1.0, 1.0, 1.0), background=background)
+    assert instances.max() == 2
+    assert len(np.unique(instances[2:10, 2:10, :8])) == len(np.unique(instances[2:10, 2:10, 10:])) == 1
+    assert np.array_equal(instances > 0, foreground)  # the seam's voxels go to the two vertebrae, none lost
+
+
+def test_a_vertebra_is_not_split_off_its_own_unsure_tip():
+    """Bone the network was sure of stays whole; so does a vertebra with a process it was unsure of whose sure
+    tip is far too small to be a vertebra of its own."""
+    background = _two_vertebrae_joined_where_the_network_was_unsure(0.02)
+    assert split_vertebrae(background < 0.5, (1.0, 1.0, 1.0), background=background).max() == 1
+    background[2:10, 2:10, 8:] = 1.0
+    background[4:6, 4:6, 8:16] = 0.4  # an unsure process ...
+    background[4:6, 4:6, 16:] = 0.02  # ... with a sure tip of 8 voxels (the block has 512)
+    assert split_vertebrae(background < 0.5, (1.0, 1.0, 1.0), background=background).max() == 1
+
+
+def test_vertebrae_are_counted_where_the_network_was_unsure_of_every_seam():
+    probs = column_probabilities("TTLLL", np.random.default_rng(2), gap=2)
+    seams = probs[0] > 0.5
+    between = np.zeros_like(seams)
+    between[4:12, 4:12, 2:-2] = True  # fill the gaps between the blocks with unsure bone of the block above
+    unsure = seams & between
+    thoracic = LUT[TABLE.by_name("T8").value]
+    probs[0][unsure], probs[thoracic][unsure] = 0.4, 0.6
+    assert split_vertebrae(probs[0] < 0.5, (SPACING,) * 3).max() == 1  # one part without the probabilities
+    assert names_top_down(label_by_regions(probs, AFFINE, 100.0)) == ["T11", "T12", "L1", "L2", "L3"]
+
+
 def _seamed_probabilities(labels: np.ndarray) -> np.ndarray:
     """One-hot probabilities of a label map, with the seam the trainer teaches where two vertebrae touch."""
     highest = ndimage.maximum_filter(labels, size=3)

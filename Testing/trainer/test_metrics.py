@@ -27,9 +27,11 @@ from spineseg_train.metrics import (
     match_lesions,
     per_label_surface_metrics,
     per_vertebra_dice,
+    per_vertebra_instance_dice,
     pooled_ranking,
     recall_at_fp_per_scan,
     segmentation_scores,
+    spine_dice,
     surface_metrics,
     wilcoxon_paired,
 )
@@ -81,6 +83,27 @@ def test_absent_classes_and_per_vertebra_dice():
     assert per_vertebra_dice(pred, ref, [1, 2, 3, 4]) == pytest.approx({1: 16 / 18, 2: 12 / 15})
     assert per_vertebra_dice(np.zeros_like(ref), ref, [1]) == {1: 0.0}
     assert math.isnan(segmentation_scores(pred, np.zeros_like(ref))["mDice"])
+
+
+def test_vertebrae_named_one_level_off_score_on_instance_dice_only():
+    ref = np.zeros((4, 4, 12), dtype=np.uint8)
+    ref[..., 0:4], ref[..., 4:8], ref[..., 8:12] = 8, 9, 10  # T1, T2, T3
+    shifted = ref + 1  # the same vertebrae, each named one level down
+    assert per_vertebra_dice(shifted, ref, [8, 9, 10]) == {8: 0.0, 9: 0.0, 10: 0.0}
+    assert per_vertebra_instance_dice(shifted, ref, [8, 9, 10]) == pytest.approx({8: 1.0, 9: 1.0, 10: 1.0})
+    assert spine_dice(shifted, ref) == 1.0
+
+
+def test_merged_vertebrae_score_low_on_instance_dice():
+    ref = np.zeros((4, 4, 12), dtype=np.uint8)
+    ref[..., 0:4], ref[..., 4:8], ref[..., 8:12] = 8, 9, 10
+    merged = np.where(ref == 10, 9, ref)  # T2 and T3 found as one
+    scores = per_vertebra_instance_dice(merged, ref, [8, 9, 10])
+    assert scores == pytest.approx({8: 1.0, 9: 2 * 64 / (64 + 128), 10: 2 * 64 / (64 + 128)})
+    assert per_vertebra_instance_dice(np.zeros_like(ref), ref, [8]) == {8: 0.0}
+    half = ref.copy()
+    half[:2] = 0
+    assert spine_dice(half, ref) == pytest.approx(2 * 96 / (96 + 192))
 
 
 # --- segmentation: surface distances --------------------------------------------------------------------------

@@ -130,7 +130,9 @@ def test_plain_evaluation_keeps_its_summary(data, models):
 
     result = evaluate_cases(Segmenter(models[0], device="cpu", fast=True), load_dataset(data)[:1], **QUIET)
     assert {"cases", "mean_vertebra_dice", "identification_rate", "lesion_recall_at_1fp",
-            "lesion_recall_at_1fp_strict", "mean_seconds"} <= set(result["summary"])
+            "lesion_recall_at_1fp_strict", "mean_seconds", "mean_instance_dice", "spine_dice"} <= set(result["summary"])
+    summary = result["summary"]
+    assert summary["mean_vertebra_dice"] <= summary["mean_instance_dice"] <= 1.0  # a named match is a match
     assert set(result["summary"]["dice_by_region"]) == {"cervical", "thoracic", "lumbar", "sacral"}
 
 

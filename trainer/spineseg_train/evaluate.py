@@ -15,9 +15,11 @@ from .dataset import Case, load_dataset
 from .metrics import (
     identification_metrics,
     per_vertebra_dice,
+    per_vertebra_instance_dice,
     pooled_region_means,
     recall_at_fp_per_scan,
     region_means,
+    spine_dice,
 )
 from .phantoms import phantom_config
 
@@ -35,12 +37,16 @@ def phantom_cases(count: int, seed_start: int = EVALUATION_SEED_START, spacing: 
 def evaluate_cases(segmenter: Segmenter, cases, log=print) -> dict:
     table = load_label_table()
     per_case, dice_all, identified, references, lesion_pairs, vertebrae = [], [], 0, 0, [], []
+    unnamed_all, spine_all = [], []
     for case in cases:
         started = time.perf_counter()
         result = segmenter(case.ct)
         seconds = time.perf_counter() - started
         pred, ref = result.labels.array, case.labels.array
         dice = per_vertebra_dice(pred, ref, table.values)
+        unnamed = per_vertebra_instance_dice(pred, ref, table.values)
+        unnamed_all += list(unnamed.values())
+        spine_all.append(spine_dice(pred, ref))
         ident = identification_metrics(pred, ref, case.ct.affine, label_values=table.values)
         identified += ident["identification"].n_identified
         references += ident["identification"].n_reference
@@ -50,16 +56,19 @@ def evaluate_cases(segmenter: Segmenter, cases, log=print) -> dict:
         row = {"case": case.case_id, **case.meta, "seconds": round(seconds, 2),
                "mean_dice": float(np.mean(list(dice.values()))) if dice else float("nan"),
                "min_dice": float(np.min(list(dice.values()))) if dice else float("nan"),
-               "id_rate": ident["id_rate"], "lesions_ref": len(case.lesions), "lesions_pred": len(result.lesions),
+               "instance_dice": float(np.mean(list(unnamed.values()))) if unnamed else float("nan"),
+               "spine_dice": spine_all[-1], "id_rate": ident["id_rate"], "lesions_ref": len(case.lesions), "lesions_pred": len(result.lesions),
                "dice": {table.by_value(v).name: round(d, 4) for v, d in dice.items()},
                "dice_by_region": region_means(dice)}
         per_case.append(row)
-        log(f"{case.case_id} ({case.meta.get('region', '')}): mean Dice {row['mean_dice']:.3f}, "
-            f"ID {row['id_rate']:.2%}, lesions {len(result.lesions)} found / {len(case.lesions)}, {seconds:.1f} s")
+        log(f"{case.case_id} ({case.meta.get('region', '')}): mean Dice {row['mean_dice']:.3f} "
+            f"(names aside {row['instance_dice']:.3f}, spine {row['spine_dice']:.3f}), ID {row['id_rate']:.2%}, lesions {len(result.lesions)} found / {len(case.lesions)}, {seconds:.1f} s")
     summary = {
         "cases": len(per_case),
         "mean_vertebra_dice": float(np.mean(dice_all)) if dice_all else float("nan"),
         "identification_rate": identified / references if references else float("nan"),
+        "mean_instance_dice": float(np.mean(unnamed_all)) if unnamed_all else float("nan"),
+        "spine_dice": float(np.mean(spine_all)) if spine_all else float("nan"),
         "lesion_recall_at_1fp": recall_at_fp_per_scan(lesion_pairs, 1.0, iou_threshold=0.0,
                                                       max_center_distance_mm=DETECTION_DISTANCE_MM),
         "lesion_recall_at_1fp_strict": recall_at_fp_per_scan(lesion_pairs, 1.0),

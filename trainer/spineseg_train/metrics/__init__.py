@@ -1,6 +1,7 @@
 """Evaluation metrics and statistics (numpy / scipy only).
 
-* :mod:`.segmentation` — per-class Dice, IoU, accuracy (recall), their means, HD95 and ASSD in mm.
+* :mod:`.segmentation` — per-class Dice, IoU, accuracy (recall), their means, HD95 and ASSD in mm; Dice of
+  vertebrae whatever their names, and of the whole spine.
 * :mod:`.identification` — VerSe vertebra identification rate and Hungarian ID accuracy from centroids.
 * :mod:`.lesions` — lesion matching (box IoU and centre distance), precision / recall, AP, FROC sensitivity.
 * :mod:`.statistics` — patient-level BCa bootstrap intervals, paired Wilcoxon test, Holm–Bonferroni.
@@ -39,7 +40,9 @@ from .segmentation import (
     iou_per_class,
     per_label_surface_metrics,
     per_vertebra_dice,
+    per_vertebra_instance_dice,
     segmentation_scores,
+    spine_dice,
     surface_distances,
     surface_metrics,
 )
@@ -71,6 +74,7 @@ __all__ = [
     "match_lesions",
     "per_label_surface_metrics",
     "per_vertebra_dice",
+    "per_vertebra_instance_dice",
     "pooled_ranking",
     "pooled_region_means",
     "precision_recall_curve",
@@ -79,6 +83,7 @@ __all__ = [
     "region_of",
     "segmentation_scores",
     "sensitivity_at_fp",
+    "spine_dice",
     "surface_distances",
     "surface_metrics",
     "values_by_region",

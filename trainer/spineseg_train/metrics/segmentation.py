@@ -119,6 +119,31 @@ def per_vertebra_dice(pred_labels: np.ndarray, ref_labels: np.ndarray, label_val
     return {v: _dice(tp, fp, fn) for v, (tp, fp, fn) in counts.items() if tp + fn > 0}
 
 
+def per_vertebra_instance_dice(pred_labels: np.ndarray, ref_labels: np.ndarray,
+                               label_values: Iterable[int]) -> dict[int, float]:
+    """``{label_value: Dice}`` of each reference vertebra with the predicted vertebra that matches it best,
+    whatever its name: how well the vertebrae are found and separated, with identification left out (a column
+    named one level off scores 0 on :func:`per_vertebra_dice` and 1 here; two vertebrae merged into one score
+    low on both)."""
+    pred, ref = _check_label_maps(pred_labels, ref_labels)
+    matrix = confusion_matrix(pred, ref, max(int(pred.max(initial=0)), int(ref.max(initial=0))) + 1)
+    ref_sizes, pred_sizes = matrix.sum(axis=1), matrix.sum(axis=0)
+    scores = {}
+    for value in (int(v) for v in label_values):
+        if value >= len(ref_sizes) or ref_sizes[value] == 0:
+            continue
+        scores[value] = float(np.max(2.0 * matrix[value, 1:] / (ref_sizes[value] + pred_sizes[1:]), initial=0.0))
+    return scores
+
+
+def spine_dice(pred_labels: np.ndarray, ref_labels: np.ndarray) -> float:
+    """Dice of the whole spine (every vertebra as one foreground)."""
+    pred, ref = _check_label_maps(pred_labels, ref_labels)
+    both = np.count_nonzero((pred > 0) & (ref > 0))
+    total = np.count_nonzero(pred > 0) + np.count_nonzero(ref > 0)
+    return 2.0 * both / total if total else float("nan")
+
+
 # --- surface distances ----------------------------------------------------------------------------------------
 def surface_voxels(mask: np.ndarray) -> np.ndarray:
     """Boolean map of the boundary voxels of ``mask`` (6-connected; array border counts as outside)."""
