@@ -138,20 +138,24 @@ def _close_seams(instances: np.ndarray) -> np.ndarray:
     """Background voxels between two vertebrae (one on each side along an axis, the gap one or two voxels wide:
     the seam taught between them) go to the vertebra beside them, so the seam costs the vertebrae no volume."""
     padded = np.pad(instances, 2)
-    inner = tuple(slice(2, -2) for _ in range(3))
     out = instances.copy()
     for axis in range(3):
-        def at(offset):
-            return padded[tuple(slice(2 + offset, padded.shape[a] - 2 + offset) if a == axis else inner[a]
-                                for a in range(3))]
-        before, after = at(-1), at(1)
-        for near, far_side in ((before, (at(1), at(2))), (after, (at(-1), at(-2)))):
+        before, after = _shifted(padded, axis, -1), _shifted(padded, axis, 1)
+        for near, step in ((before, 1), (after, -1)):
             across = np.zeros(instances.shape, dtype=bool)
-            for far in far_side:
+            for distance in (1, 2):
+                far = _shifted(padded, axis, step * distance)
                 across |= (far > 0) & (far != near)
             seam = (out == 0) & (near > 0) & across
             out[seam] = near[seam]
     return out
+
+
+def _shifted(padded: np.ndarray, axis: int, offset: int) -> np.ndarray:
+    """The value ``offset`` voxels along ``axis`` from each voxel of the array ``padded`` was padded (by 2) from."""
+    index = [slice(2, size - 2) for size in padded.shape]
+    index[axis] = slice(2 + offset, padded.shape[axis] - 2 + offset)
+    return padded[tuple(index)]
 
 
 def region_log_probs(probabilities: np.ndarray, instances: np.ndarray, table: LabelTable) -> np.ndarray:

@@ -57,12 +57,14 @@ def evaluate_cases(segmenter: Segmenter, cases, log=print) -> dict:
                "mean_dice": float(np.mean(list(dice.values()))) if dice else float("nan"),
                "min_dice": float(np.min(list(dice.values()))) if dice else float("nan"),
                "instance_dice": float(np.mean(list(unnamed.values()))) if unnamed else float("nan"),
-               "spine_dice": spine_all[-1], "id_rate": ident["id_rate"], "lesions_ref": len(case.lesions), "lesions_pred": len(result.lesions),
+               "spine_dice": spine_all[-1],
+               "id_rate": ident["id_rate"], "lesions_ref": len(case.lesions), "lesions_pred": len(result.lesions),
                "dice": {table.by_value(v).name: round(d, 4) for v, d in dice.items()},
                "dice_by_region": region_means(dice)}
         per_case.append(row)
         log(f"{case.case_id} ({case.meta.get('region', '')}): mean Dice {row['mean_dice']:.3f} "
-            f"(names aside {row['instance_dice']:.3f}, spine {row['spine_dice']:.3f}), ID {row['id_rate']:.2%}, lesions {len(result.lesions)} found / {len(case.lesions)}, {seconds:.1f} s")
+            f"(names aside {row['instance_dice']:.3f}, spine {row['spine_dice']:.3f}), "
+            f"ID {row['id_rate']:.2%}, lesions {len(result.lesions)} found / {len(case.lesions)}, {seconds:.1f} s")
     summary = {
         "cases": len(per_case),
         "mean_vertebra_dice": float(np.mean(dice_all)) if dice_all else float("nan"),
