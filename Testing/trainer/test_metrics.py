@@ -30,6 +30,7 @@ from spineseg_train.metrics import (
     per_vertebra_instance_dice,
     pooled_ranking,
     recall_at_fp_per_scan,
+    score_at_fp,
     segmentation_scores,
     spine_dice,
     surface_metrics,
@@ -301,6 +302,14 @@ def test_recall_at_fp_per_scan():
     normal_scans = cases + [([_lesion(0, 0, 0, "lytic", score=0.1)], [])] * 2  # 4 scans: 1 FP/scan = 4 FP
     assert recall_at_fp_per_scan(normal_scans) == 0.75
     assert math.isnan(recall_at_fp_per_scan([([], [])]))
+
+
+def test_score_at_fp_is_the_threshold_of_that_operating_point():
+    ranking = pooled_ranking(_lesion_cases(), class_aware=False)
+    # descending: P5 fp, P1, P2, P3 fp (2 FP over 2 scans), P6 fp, P4: down to P3's 0.7 it is 1 FP per scan
+    assert score_at_fp(ranking, 1.0) == 0.7
+    assert score_at_fp(ranking, 4.0) == 0.6  # every detection
+    assert math.isnan(score_at_fp(ranking, 0.4))  # the top detection is already a false positive
 
 
 def test_average_precision_edge_cases():

@@ -136,6 +136,23 @@ def test_plain_evaluation_keeps_its_summary(data, models):
     assert set(result["summary"]["dice_by_region"]) == {"cervical", "thoracic", "lumbar", "sacral"}
 
 
+def test_evaluation_can_try_another_lesion_threshold(data, models, tmp_path):
+    """Tuning the card's lesion threshold: the evaluation runs with another one and says which score gives at
+    most one false positive per scan; it will not record such a run in the card."""
+    from spineseg_train.cli import main
+    from spineseg_train.evaluate import evaluate
+
+    quiet = {"log": lambda *_: None}
+    none = evaluate(models[0], data=str(data), device="cpu", fast=True, lesion_threshold=1.01, **quiet)
+    every = evaluate(models[0], data=str(data), device="cpu", fast=True, lesion_threshold=0.0, **quiet)
+    assert none["lesion_threshold"] == 1.01 and all(c["lesions_pred"] == 0 for c in none["cases"])
+    assert sum(c["lesions_pred"] for c in every["cases"]) > 0
+    assert "lesion_score_at_1fp" in every["summary"]
+    with pytest.raises(SystemExit, match="without --lesion-threshold"):
+        main(["evaluate", "--model", str(models[0]), "--data", str(data), "--lesion-threshold", "0.1",
+              "--update-card"])
+
+
 # --- robustness -------------------------------------------------------------------------------------------------
 def test_robustness_protocol(data, models, tmp_path):
     from spineseg_train.cli import main

@@ -119,7 +119,11 @@ def _cmd_evaluate(args) -> int:
     if len(models) > 1 or args.baseline:
         raise SystemExit("several models, or a baseline, need --report DIR (the comparison is a report)")
     args.model = models[0]
-    report = evaluate(args.model, args.count, args.seed_start, args.data, args.device, args.fast)
+    if args.update_card and args.lesion_threshold is not None:
+        raise SystemExit("--update-card records the model as its card stands; run it without --lesion-threshold "
+                         "(or set lesion_threshold in the card first)")
+    report = evaluate(args.model, args.count, args.seed_start, args.data, args.device, args.fast,
+                      args.lesion_threshold)
     summary = report["summary"]
     print(json.dumps(summary, indent=2))
     if args.json:
@@ -136,8 +140,8 @@ def _evaluate_report(args) -> int:
 
     from .evaluate import evaluate_report
 
-    if args.update_card:
-        raise SystemExit("--update-card records the plain evaluation; run it without --report")
+    if args.update_card or args.lesion_threshold is not None:
+        raise SystemExit("--update-card and --lesion-threshold belong to the plain evaluation; run it without --report")
     document = evaluate_report(args.model, args.report, args.data, count=args.count, seed_start=args.seed_start,
                                layout=args.layout, split=args.split, limit=args.limit, baseline=args.baseline,
                                n_resamples=args.bootstrap, seed=args.bootstrap_seed, device=args.device,
@@ -364,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--fast", action="store_true")
     e.add_argument("--json", help="write the full report here")
     e.add_argument("--update-card", action="store_true", help="record the metrics in the model card")
+    e.add_argument("--lesion-threshold", type=float,
+                   help="detection threshold instead of the card's (on tuning cases, a low one finds the threshold "
+                        "for at most one false positive per scan: lesion_score_at_1fp)")
     e.add_argument("--report", help="write the report folder (JSON, Markdown, per-case CSV, figures) here")
     e.add_argument("--baseline", help="with several models: the one the others are tested against")
     e.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap replicates of the intervals (10000)")

@@ -27,6 +27,7 @@ from .lesions import (
     pooled_ranking,
     precision_recall_curve,
     recall_at_fp_per_scan,
+    score_at_fp,
     sensitivity_at_fp,
 )
 from .regions import REGIONS, pooled_region_means, region_means, region_of, values_by_region
@@ -81,6 +82,7 @@ __all__ = [
     "recall_at_fp_per_scan",
     "region_means",
     "region_of",
+    "score_at_fp",
     "segmentation_scores",
     "sensitivity_at_fp",
     "spine_dice",

@@ -209,6 +209,14 @@ def sensitivity_at_fp(fp_per_scan: np.ndarray, sensitivity: np.ndarray, fp_limit
     return float(np.max(sensitivity[reachable]))
 
 
+def score_at_fp(ranking: Mapping, fp_limit: float) -> float:
+    """The lowest detection score at which a :func:`pooled_ranking` still has at most ``fp_limit`` mean false
+    positives per scan: the display threshold (model card ``lesion_threshold``) for that operating point. nan
+    when even the highest-scoring detections exceed it, or there are none."""
+    within = ranking["fp"] / max(ranking["n_scans"], 1) <= fp_limit + 1e-12
+    return float(ranking["scores"][within].min()) if within.any() else float("nan")
+
+
 # --- summaries ------------------------------------------------------------------------------------------------
 def recall_at_fp_per_scan(
     cases: Sequence[Case],
