@@ -27,6 +27,11 @@ COLUMN_REACH_MM = 40.0  # a vertebra's centre lies this close to the column's ax
 # the network is unsure of a seam, the part falls apart into vertebrae there (see split_at_weak_seams).
 SEAM_LEVELS = (0.3, 0.2, 0.1, 0.05)
 SPLIT_FRACTION = 0.25  # ... into pieces each at least this fraction of the largest (smaller ones are specks)
+# Vertebrae joined where the network saw no seam at all touch through their thin processes; their bodies, the
+# thickest bone, stay apart (a disc lies between them): a part is split at its cores deeper than this fraction of
+# its deepest point when the cores lie one above the other (see split_by_shape).
+CORE_DEPTH = 0.5
+SIDE_BY_SIDE_MM = 30.0  # pieces at one height and this close in-plane are one vertebra's (C1's lateral masses)
 
 
 def split_vertebrae(foreground: np.ndarray, spacing, min_voxels: int = 1,
@@ -46,7 +51,7 @@ def split_vertebrae(foreground: np.ndarray, spacing, min_voxels: int = 1,
     if count == 0:
         return parts.astype(np.int32)
     if background is not None:
-        parts, count = split_at_weak_seams(parts, background, min_voxels)
+        parts, count = split_at_weak_seams(parts, background, spacing, min_voxels)
     ids = np.arange(1, count + 1)
     sizes = np.bincount(parts.ravel(), minlength=count + 1)[1:]
     centres = np.array(ndimage.center_of_mass(np.ones(parts.shape), parts, ids)) * np.asarray(spacing, float)
@@ -75,42 +80,94 @@ def split_vertebrae(foreground: np.ndarray, spacing, min_voxels: int = 1,
     return _close_seams(instances)
 
 
-def split_at_weak_seams(parts: np.ndarray, background: np.ndarray, min_voxels: int = 1,
+def split_at_weak_seams(parts: np.ndarray, background: np.ndarray, spacing, min_voxels: int = 1,
                         levels=SEAM_LEVELS) -> tuple[np.ndarray, int]:
-    """Parts (labelled 1..n) split where the network's ``background`` probability shows a seam it was unsure of:
-    at a stricter bone threshold (``levels``, strictest last) a part that falls apart into two or more pieces of
-    at least ``SPLIT_FRACTION`` of the largest (and ``min_voxels``) is split into those pieces, each grown back
-    over the part along the lowest background probability (a watershed); the pieces are looked at again at the
-    stricter levels. Returns the new parts and their count."""
+    """Parts (labelled 1..n) split into vertebrae where they join (:func:`split_part`). Returns the new parts and
+    their count."""
     out = np.zeros(parts.shape, dtype=np.int32)
     count = 0
     for box_index, box in enumerate(ndimage.find_objects(parts)):
         if box is None:
             continue
-        for piece in _split_part(parts[box] == box_index + 1, background[box], min_voxels, levels):
+        for piece in split_part(parts[box] == box_index + 1, background[box], spacing, min_voxels, levels):
             count += 1
             out[box][piece] = count
     return out, count
 
 
-def _split_part(part: np.ndarray, background: np.ndarray, min_voxels: int, levels) -> list[np.ndarray]:
-    for depth, level in enumerate(levels):
-        cores, count = ndimage.label(part & (background < level), ndimage.generate_binary_structure(3, 1))
-        if count < 2:
-            continue
-        sizes = np.bincount(cores.ravel(), minlength=count + 1)[1:]
-        kept = np.flatnonzero(sizes >= max(min_voxels, SPLIT_FRACTION * sizes.max())) + 1
-        if kept.size < 2:
-            continue
-        markers = np.zeros(part.shape, dtype=np.int32)
-        for index, core in enumerate(kept, start=1):
-            markers[cores == core] = index
-        markers[~part] = kept.size + 1  # outside the part: its own basin, so the pieces grow only over the part
-        cost = np.round(np.clip(background, 0.0, 1.0) * 65535).astype(np.uint16)
-        grown = ndimage.watershed_ift(cost, markers, ndimage.generate_binary_structure(3, 1))
-        return [sub for index in range(1, kept.size + 1)
-                for sub in _split_part(part & (grown == index), background, min_voxels, levels[depth + 1:])]
-    return [part]
+def split_part(part: np.ndarray, background: np.ndarray, spacing, min_voxels: int = 1,
+               levels=SEAM_LEVELS) -> list[np.ndarray]:
+    """One part (a boolean mask; ``spacing`` in mm) as the bones in it, each grown back over the part from its
+    core (a watershed) and looked at again.
+
+    Where the network's ``background`` probability shows a seam it was unsure of, the part falls apart at a
+    stricter bone threshold (``levels``, strictest last) into pieces of at least ``SPLIT_FRACTION`` of the largest
+    (and ``min_voxels``): vertebrae one above another, or bone beside the column (pelvis, ribs); pieces at one
+    height within ``SIDE_BY_SIDE_MM`` are one vertebra's. Failing that, it is split by its shape
+    (:func:`split_by_shape`)."""
+    for index, level in enumerate(levels):
+        cores = _large_cores(part & (background < level), min_voxels)
+        pieces = _grow_groups(part, cores, np.clip(background, 0.0, 1.0), spacing, SIDE_BY_SIDE_MM)
+        if pieces:
+            return [bone for piece in pieces
+                    for bone in split_part(piece, background, spacing, min_voxels, levels[index + 1:])]
+    return split_by_shape(part)
+
+
+def split_by_shape(part: np.ndarray) -> list[np.ndarray]:
+    """A part split where it narrows between its thickest cores (vertebral bodies, deeper than ``CORE_DEPTH`` of
+    its deepest point) stacked one above another; cores side by side (a sacrum's wings) are one vertebra's."""
+    depth = ndimage.distance_transform_edt(np.pad(part, 1))[1:-1, 1:-1, 1:-1]
+    cores = _large_cores(depth >= CORE_DEPTH * depth.max())
+    pieces = _grow_groups(part, cores, 1.0 - depth / depth.max(), (1.0, 1.0, 1.0), np.inf)
+    return [vertebra for piece in pieces for vertebra in split_by_shape(piece)] if pieces else [part]
+
+
+def _large_cores(mask: np.ndarray, min_voxels: int = 1) -> np.ndarray:
+    """Connected parts of ``mask`` of at least ``SPLIT_FRACTION`` of the largest and ``min_voxels`` (labelled)."""
+    cores, count = ndimage.label(mask, ndimage.generate_binary_structure(3, 1))
+    if count < 2:
+        return cores
+    sizes = np.bincount(cores.ravel(), minlength=count + 1)
+    sizes[0] = 0
+    small = sizes < max(min_voxels, SPLIT_FRACTION * sizes.max())
+    small[0] = True
+    return np.where(small[cores], 0, cores)
+
+
+def _grow_groups(part: np.ndarray, cores: np.ndarray, cost: np.ndarray, spacing, side_mm: float):
+    """The part cut into one piece per group of ``cores`` (labelled), grown from them over the part along the
+    lowest ``cost`` (in [0, 1]); None when the cores form one group. Cores whose heights (axis 2) overlap by half
+    the shorter and whose centres lie within ``side_mm`` in-plane are one group: one vertebra's."""
+    boxes = ndimage.find_objects(cores)
+    labels = [label for label, box in enumerate(boxes, start=1) if box is not None]
+    if len(labels) < 2:
+        return None
+    centres = np.array(ndimage.center_of_mass(np.ones(cores.shape), cores, labels)) * np.asarray(spacing, float)
+    spans = [(boxes[label - 1][2].start, boxes[label - 1][2].stop) for label in labels]
+    group = list(range(len(labels)))  # union-find over the cores
+
+    def root(i):
+        while group[i] != i:
+            i = group[i]
+        return i
+
+    for a in range(len(labels)):
+        for b in range(a + 1, len(labels)):
+            overlap = min(spans[a][1], spans[b][1]) - max(spans[a][0], spans[b][0])
+            shorter = min(spans[a][1] - spans[a][0], spans[b][1] - spans[b][0])
+            if overlap >= 0.5 * shorter and np.linalg.norm(centres[a, :2] - centres[b, :2]) <= side_mm:
+                group[root(b)] = root(a)
+    roots = sorted({root(i) for i in range(len(labels))})
+    if len(roots) < 2:
+        return None
+    markers = np.zeros(part.shape, dtype=np.int32)
+    for index, group_root in enumerate(roots, start=1):
+        markers[np.isin(cores, [labels[i] for i in range(len(labels)) if root(i) == group_root])] = index
+    markers[~part] = len(roots) + 1  # outside the part: its own basin, so the pieces grow only over the part
+    grown = ndimage.watershed_ift(np.round(cost * 65535).astype(np.uint16), markers,
+                                  ndimage.generate_binary_structure(3, 1))
+    return [part & (grown == index) for index in range(1, len(roots) + 1)]
 
 
 def on_the_column(centres: np.ndarray, sizes: np.ndarray) -> np.ndarray:
