@@ -5,8 +5,10 @@ patch shows by anatomy (ribs on thoracic vertebrae, the sacrum, the size and sha
 vertebrae are named the way a radiologist counts them:
 
 1. the spine's foreground is split into vertebrae: the network is taught a thin background seam where two
-   vertebrae touch (the trainer's ``border_voxels``), so every vertebra is a connected part of its own; specks
-   much smaller than the vertebrae around them go, and the seams are closed again;
+   vertebrae touch (the trainer's ``border_voxels``), so every vertebra is a connected part of its own; where it
+   was unsure of a seam, or saw none, parts are split at the seam it half saw or at the narrowing between two
+   vertebral bodies (:func:`split_part`); specks much smaller than the vertebrae around them go, and the seams
+   are closed again;
 2. the vertebrae, ordered cranio-caudally, get the label sequence (C1..C7, T1..T12, [T13], L1..L5, [L6],
    sacrum) that best fits their regions (:func:`.postprocess.name_instances`). The region boundaries
    anchor the count: the first rib-bearing vertebra is T1, the one above the sacrum L5 (or L6).

@@ -130,6 +130,43 @@ def test_vertebrae_are_counted_where_the_network_was_unsure_of_every_seam():
     assert names_top_down(label_by_regions(probs, AFFINE, 100.0)) == ["T11", "T12", "L1", "L2", "L3"]
 
 
+def test_vertebrae_joined_through_their_processes_are_split_between_their_bodies():
+    """The network saw no seam at all: two bodies (10-voxel cubes, a disc's gap between them) joined behind by a
+    thin bar of bone, as touching processes are. They are split where the bar is thinnest."""
+    foreground = np.zeros((16, 20, 26), dtype=bool)
+    foreground[3:13, 3:13, 2:12] = foreground[3:13, 3:13, 14:24] = True  # the bodies
+    foreground[7:9, 13:17, 2:24] = True  # processes behind them, touching
+    foreground[7:9, 12:13, 2:24] = True
+    sure = np.where(foreground, 0.02, 1.0)
+    instances = split_vertebrae(foreground, (1.5, 1.5, 1.5), background=sure)
+    assert instances.max() == 2
+    assert instances[8, 8, 6] != instances[8, 8, 18] and instances[8, 8, 6] > 0 and instances[8, 8, 18] > 0
+    assert np.array_equal(instances > 0, foreground)
+
+
+def test_a_vertebra_with_wings_or_lateral_masses_stays_one():
+    """Thick pieces at one height are one bone's: a sacrum-like body with two wings on thin necks (split by
+    shape), and two lateral masses the network was unsure between (split at a weak seam) 15 mm apart."""
+    sacrum = np.zeros((40, 16, 14), dtype=bool)
+    sacrum[14:26, 2:14, 1:13] = True  # body
+    sacrum[1:11, 2:14, 1:13] = sacrum[29:39, 2:14, 1:13] = True  # wings
+    sacrum[11:14, 7:9, 6:8] = sacrum[26:29, 7:9, 6:8] = True  # thin necks
+    assert split_vertebrae(sacrum, (2.0, 2.0, 2.0), background=np.where(sacrum, 0.02, 1.0)).max() == 1
+    background = np.ones((20, 10, 10), dtype=np.float32)
+    background[2:8, 2:8, 2:8] = background[12:18, 2:8, 2:8] = 0.02  # lateral masses, 15 mm apart at 1.5 mm
+    background[8:12, 4:6, 4:6] = 0.4  # an arch the network was unsure of
+    assert split_vertebrae(background < 0.5, (1.5, 1.5, 1.5), background=background).max() == 1
+
+
+def test_bone_beside_a_vertebra_is_split_off_at_a_weak_seam():
+    """A block of bone 45 mm to the side (a pelvis wing against the sacrum) joined through bone the network was
+    unsure of is a part of its own, which counting then leaves out as off the column."""
+    background = np.ones((40, 12, 12), dtype=np.float32)
+    background[2:10, 2:10, 2:10] = background[30:38, 2:10, 2:10] = 0.02
+    background[10:30, 5:7, 5:7] = 0.4
+    assert split_vertebrae(background < 0.5, (1.5, 1.5, 1.5), background=background).max() == 2
+
+
 def _seamed_probabilities(labels: np.ndarray) -> np.ndarray:
     """One-hot probabilities of a label map, with the seam the trainer teaches where two vertebrae touch."""
     highest = ndimage.maximum_filter(labels, size=3)
