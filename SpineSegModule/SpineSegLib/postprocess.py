@@ -18,6 +18,7 @@ from .labels import LabelTable, load_label_table
 
 VARIANT_PENALTY = 2.0  # log-odds a transitional vertebra must win by
 SKIP_PENALTY = 6.0  # log-odds against a missing vertebra between two found ones
+SACRAL_PIECE_PENALTY = 1.0  # log-odds against a second piece of sacrum (its tip cut off by the view, S1 apart)
 MAX_PEAKS = 200  # heatmap peaks examined per scan, highest first
 # Which pass names the vertebrae (model card ``postprocessing.identity_stage``): the fine pass alone, or the
 # coarse pass, whose windows see the whole column, with the fine pass giving the shape (refine_labels).
@@ -47,6 +48,9 @@ def _label_successors(table: LabelTable) -> dict[int, list[tuple[int, float]]]:
         if variant in rank:
             successors[rank[before]].append((rank[variant], VARIANT_PENALTY))
             successors[rank[variant]].append((rank[after], 0.0))
+    # The sacrum, five fused vertebrae, may come in pieces: each is sacrum.
+    if "sacrum" in rank:
+        successors[rank["sacrum"]].append((rank["sacrum"], SACRAL_PIECE_PENALTY))
     # One missing vertebra between two found ones (e.g. merged into a neighbour): allowed, but costly.
     direct = {a: list(following) for a, following in successors.items()}
     for a in direct:
@@ -170,19 +174,25 @@ def refine_labels(named: np.ndarray, foreground: np.ndarray, spacing, reach_mm: 
         distance, nearest = ndimage.distance_transform_edt(~labelled, sampling=spacing, return_indices=True)
         take = orphans & (distance <= reach_mm)
         out[take] = named[tuple(index[take] for index in nearest)]
+    return keep_largest_parts(out, min_voxels)
+
+
+def keep_largest_parts(labels: np.ndarray, min_voxels: int = 1) -> np.ndarray:
+    """Each label keeps only its largest connected part (face-connected), and none if that is under
+    ``min_voxels``: one vertebra, one piece of bone (``labels`` is changed and returned)."""
     structure = ndimage.generate_binary_structure(3, 1)
-    for value, where in enumerate(ndimage.find_objects(out), start=1):
+    for value, where in enumerate(ndimage.find_objects(labels), start=1):
         if where is None:
             continue
-        mask = out[where] == value
+        mask = labels[where] == value
         parts, _ = ndimage.label(mask, structure)
         sizes = np.bincount(parts.ravel())
         sizes[0] = 0
         keep = parts == sizes.argmax()
         if sizes.max() < min_voxels:
             keep[:] = False
-        out[where][mask & ~keep] = 0
-    return out
+        labels[where][mask & ~keep] = 0
+    return labels
 
 
 # --- lesions ---------------------------------------------------------------------------------------------------

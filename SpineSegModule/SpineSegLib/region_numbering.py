@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from .labels import LabelTable, load_label_table
-from .postprocess import name_instances
+from .postprocess import keep_largest_parts, name_instances
 
 SPECK_FRACTION = 0.25  # a part under this fraction of the parts near it is no vertebra (see split_vertebrae)
 NEIGHBOURHOOD_MM = 50.0  # ... the parts whose centres lie within this height
@@ -41,12 +41,13 @@ def split_vertebrae(foreground: np.ndarray, spacing, min_voxels: int = 1,
     """Instance map (0 background, 1..n vertebrae) of a spine foreground whose vertebrae do not touch (the
     network is taught a background seam where they would); ``spacing`` in mm, axis 2 superior. With the
     network's ``background`` probability, parts joined where the network was unsure of the seam are split
-    there first (:func:`split_at_weak_seams`).
+    first (:func:`split_at_weak_seams`).
 
     Every connected part is a vertebra, except parts much smaller than the vertebrae at their height (under
     ``SPECK_FRACTION`` of the median part within ``NEIGHBOURHOOD_MM``; a cervical vertebra is a fifth of a lumbar
-    one) or under ``min_voxels``, unless they lie above or below every vertebra (a vertebra cut by the edge of
-    the view), and parts off the column (:func:`on_the_column`). A small part within two voxels of a vertebra is
+    one) or under ``min_voxels``, unless they reach the first or last slice along axis 2 away from every vertebra
+    (a vertebra cut by the edge of the view: the caller pads the foreground with background where the view does
+    not end), and parts off the column (:func:`on_the_column`). A small part within two voxels of a vertebra is
     a piece of it cut off by a seam and joins it; the others are specks of rib or pelvis and go.
     """
     parts, count = ndimage.label(foreground, ndimage.generate_binary_structure(3, 1))
@@ -63,17 +64,18 @@ def split_vertebrae(foreground: np.ndarray, spacing, min_voxels: int = 1,
     small = (sizes < SPECK_FRACTION * local) | (sizes < min_voxels)
     on_column = on_the_column(centres, sizes)
     keep = ~small & on_column
-    if keep.any():
-        keep |= on_column & (sizes >= min_voxels) & ((heights > heights[keep].max()) | (heights < heights[keep].min()))
     renumber = np.zeros(count + 1, dtype=np.int32)
     renumber[ids[keep]] = np.arange(1, int(keep.sum()) + 1)
     instances = renumber[parts]
-    pieces = ids[small & ~keep]
-    if pieces.size == 0:
-        return _close_seams(instances)
     beside = ndimage.grey_dilation(instances, size=5)
+    at_the_ends = np.zeros(count + 1, dtype=bool)
+    at_the_ends[np.unique(parts[:, :, [0, -1]])] = True
     boxes = ndimage.find_objects(parts)
-    for part in pieces:
+    for part in ids[small & on_column & at_the_ends[1:] & (sizes >= min_voxels)]:
+        if not beside[boxes[part - 1]][parts[boxes[part - 1]] == part].any():  # a vertebra cut by the view
+            instances[boxes[part - 1]][parts[boxes[part - 1]] == part] = instances.max() + 1
+            keep[part - 1] = True
+    for part in ids[small & ~keep]:  # pieces next to a vertebra join it
         piece = parts[boxes[part - 1]] == part
         neighbours = beside[boxes[part - 1]][piece]
         neighbours = neighbours[neighbours > 0]
@@ -100,7 +102,7 @@ def split_at_weak_seams(parts: np.ndarray, background: np.ndarray, spacing, min_
 def split_part(part: np.ndarray, background: np.ndarray, spacing, min_voxels: int = 1,
                levels=SEAM_LEVELS) -> list[np.ndarray]:
     """One part (a boolean mask; ``spacing`` in mm) as the bones in it, each grown back over the part from its
-    core (a watershed) and looked at again.
+    core and looked at again.
 
     Where the network's ``background`` probability shows a seam it was unsure of, the part falls apart at a
     stricter bone threshold (``levels``, strictest last) into pieces of at least ``SPLIT_FRACTION`` of the largest
@@ -109,7 +111,7 @@ def split_part(part: np.ndarray, background: np.ndarray, spacing, min_voxels: in
     (:func:`split_by_shape`)."""
     for index, level in enumerate(levels):
         cores = _large_cores(part & (background < level), min_voxels)
-        pieces = _grow_groups(part, cores, np.clip(background, 0.0, 1.0), spacing, SIDE_BY_SIDE_MM)
+        pieces = _grow_groups(part, cores, spacing, SIDE_BY_SIDE_MM, np.clip(background, 0.0, 1.0))
         if pieces:
             return [bone for piece in pieces
                     for bone in split_part(piece, background, spacing, min_voxels, levels[index + 1:])]
@@ -121,7 +123,7 @@ def split_by_shape(part: np.ndarray) -> list[np.ndarray]:
     its deepest point) stacked one above another; cores side by side (a sacrum's wings) are one vertebra's."""
     depth = ndimage.distance_transform_edt(np.pad(part, 1))[1:-1, 1:-1, 1:-1]
     cores = _large_cores(depth >= CORE_DEPTH * depth.max())
-    pieces = _grow_groups(part, cores, 1.0 - depth / depth.max(), (1.0, 1.0, 1.0), np.inf)
+    pieces = _grow_groups(part, cores, (1.0, 1.0, 1.0), np.inf)
     return [vertebra for piece in pieces for vertebra in split_by_shape(piece)] if pieces else [part]
 
 
@@ -137,10 +139,12 @@ def _large_cores(mask: np.ndarray, min_voxels: int = 1) -> np.ndarray:
     return np.where(small[cores], 0, cores)
 
 
-def _grow_groups(part: np.ndarray, cores: np.ndarray, cost: np.ndarray, spacing, side_mm: float):
-    """The part cut into one piece per group of ``cores`` (labelled), grown from them over the part along the
-    lowest ``cost`` (in [0, 1]); None when the cores form one group. Cores whose heights (axis 2) overlap by half
-    the shorter and whose centres lie within ``side_mm`` in-plane are one group: one vertebra's."""
+def _grow_groups(part: np.ndarray, cores: np.ndarray, spacing, side_mm: float, cost: np.ndarray | None = None):
+    """The part cut into one piece per group of ``cores`` (labelled), grown from them over the part: along the
+    lowest ``cost`` (in [0, 1]: where the network saw a seam, a watershed), or without one to the group each voxel
+    is nearest to through the part (a voxel at a time); None when the cores form one group. Cores whose heights
+    (axis 2) overlap by half the shorter and whose centres lie within ``side_mm`` in-plane are one group: one
+    vertebra's."""
     boxes = ndimage.find_objects(cores)
     labels = [label for label, box in enumerate(boxes, start=1) if box is not None]
     if len(labels) < 2:
@@ -166,10 +170,17 @@ def _grow_groups(part: np.ndarray, cores: np.ndarray, cost: np.ndarray, spacing,
     markers = np.zeros(part.shape, dtype=np.int32)
     for index, group_root in enumerate(roots, start=1):
         markers[np.isin(cores, [labels[i] for i in range(len(labels)) if root(i) == group_root])] = index
-    markers[~part] = len(roots) + 1  # outside the part: its own basin, so the pieces grow only over the part
-    grown = ndimage.watershed_ift(np.round(cost * 65535).astype(np.uint16), markers,
-                                  ndimage.generate_binary_structure(3, 1))
-    return [part & (grown == index) for index in range(1, len(roots) + 1)]
+    cross = ndimage.generate_binary_structure(3, 1)
+    if cost is not None:
+        markers[~part] = len(roots) + 1  # outside the part: its own basin, so the pieces grow only over the part
+        grown = ndimage.watershed_ift(np.round(cost * 65535).astype(np.uint16), markers, cross)
+        return [part & (grown == index) for index in range(1, len(roots) + 1)]
+    while True:
+        grown = ndimage.grey_dilation(markers, footprint=cross)
+        reached = part & (markers == 0) & (grown > 0)
+        if not reached.any():
+            return [markers == index for index in range(1, len(roots) + 1)]
+        markers[reached] = grown[reached]
 
 
 def on_the_column(centres: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -246,12 +257,17 @@ def label_by_regions(probabilities: np.ndarray, affine: np.ndarray, min_volume_m
     box = ndimage.find_objects(foreground.astype(np.uint8))[0]
     min_voxels = max(1, int(min_volume_mm3 / abs(np.linalg.det(affine[:3, :3]))))
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    background = np.pad(probabilities[0][box], 1, constant_values=1.0)
-    instances = split_vertebrae(np.pad(foreground[box], 1), spacing, min_voxels, background)[1:-1, 1:-1, 1:-1]
+    # Padded with background, except where the view ends: there a part is a vertebra cut by it.
+    ends = (int(box[2].start > 0), int(box[2].stop < foreground.shape[2]))
+    padding = ((1, 1), (1, 1), ends)
+    background = np.pad(probabilities[0][box], padding, constant_values=1.0)
+    instances = split_vertebrae(np.pad(foreground[box], padding), spacing, min_voxels, background)
+    instances = instances[1:-1, 1:-1, ends[0]:instances.shape[2] - ends[1]]
     count = int(instances.max())
     if count == 0:
         return out
     centroids = np.array(ndimage.center_of_mass(np.ones(instances.shape), instances, range(1, count + 1)))
     log_probs = region_log_probs(probabilities[(slice(None), *box)], instances, table)
-    out[box] = name_instances(instances, centroids, log_probs, affine, table)
+    # Pieces of one bone named alike (the sacrum's cut-off tip) or joined across a seam: the largest piece stays.
+    out[box] = keep_largest_parts(name_instances(instances, centroids, log_probs, affine, table), min_voxels)
     return out

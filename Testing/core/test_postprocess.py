@@ -48,6 +48,13 @@ def test_transitional_vertebrae_need_evidence():
     assert _names(consistent_numbering(_log_probs(with_l6, confidence=0.9))) == with_l6
 
 
+def test_the_sacrum_may_come_in_pieces():
+    """The sacrum's tip cut off by the view, or S1 apart from the rest: both pieces are sacrum, and the vertebra
+    above is still L5."""
+    believed = ["L3", "L4", "L5", "sacrum", "sacrum"]
+    assert _names(consistent_numbering(_log_probs(believed, confidence=0.9))) == believed
+
+
 def _blocks(values, shape=(20, 20, 80)):
     """Class probabilities of a stack of vertebra blocks along S, top first, each predicted as ``values``."""
     probs = np.zeros((TABLE.num_classes, *shape), dtype=np.float32)

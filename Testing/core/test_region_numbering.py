@@ -64,6 +64,19 @@ def test_a_speck_inside_the_column_is_no_vertebra_but_a_cut_vertebra_at_its_end_
     assert labels[14:16, 14:16, 25:27].max() == 0
 
 
+def test_a_piece_of_sacrum_cut_off_by_the_view_is_counted_as_sacrum_and_left_out():
+    """Below the sacrum, a small piece of it that the view cuts (its tip, apart from the rest): the vertebra above
+    the sacrum is still L5, and the sacrum is one piece of bone, its largest."""
+    probs = column_probabilities("TLLLLLS", np.random.default_rng(3))
+    probs = np.concatenate([np.zeros((*probs.shape[:3], 3), dtype=np.float32), probs], axis=3)
+    probs[LUT[TABLE.by_name("sacrum").value], 6:10, 6:10, :2] = 1.0  # the tip, reaching the bottom of the view
+    probs[0] = 1.0 - probs[1:].sum(axis=0)
+    labels = label_by_regions(probs, AFFINE, 20.0)
+    assert names_top_down(labels) == ["T12", "L1", "L2", "L3", "L4", "L5", "sacrum"]
+    sacrum = labels == TABLE.by_name("sacrum").value
+    assert ndimage.label(sacrum)[1] == 1 and not sacrum[..., :2].any()
+
+
 def test_bone_beside_the_column_is_no_vertebra():
     """A block as big as a vertebra 60 mm to the side (a piece of pelvis, soft tissue taken for bone) and rib
     pieces along the column are not counted."""
@@ -131,16 +144,15 @@ def test_vertebrae_are_counted_where_the_network_was_unsure_of_every_seam():
 
 
 def test_vertebrae_joined_through_their_processes_are_split_between_their_bodies():
-    """The network saw no seam at all: two bodies (10-voxel cubes, a disc's gap between them) joined behind by a
-    thin bar of bone, as touching processes are. They are split where the bar is thinnest."""
+    """The network saw no seam at all: two bodies (10-voxel cubes, a disc's 6 mm between them) joined behind by
+    a thin bar of bone, as touching processes are. They are split where the bar is thinnest."""
     foreground = np.zeros((16, 20, 26), dtype=bool)
-    foreground[3:13, 3:13, 2:12] = foreground[3:13, 3:13, 14:24] = True  # the bodies
-    foreground[7:9, 13:17, 2:24] = True  # processes behind them, touching
-    foreground[7:9, 12:13, 2:24] = True
+    foreground[3:13, 3:13, 1:11] = foreground[3:13, 3:13, 15:25] = True  # the bodies
+    foreground[7:9, 13:17, 1:25] = True  # processes behind them, touching
     sure = np.where(foreground, 0.02, 1.0)
     instances = split_vertebrae(foreground, (1.5, 1.5, 1.5), background=sure)
     assert instances.max() == 2
-    assert instances[8, 8, 6] != instances[8, 8, 18] and instances[8, 8, 6] > 0 and instances[8, 8, 18] > 0
+    assert instances[8, 8, 5] != instances[8, 8, 20] and instances[8, 8, 5] > 0 and instances[8, 8, 20] > 0
     assert np.array_equal(instances > 0, foreground)
 
 
