@@ -24,6 +24,7 @@ from .postprocess import keep_largest_parts, name_instances
 
 SPECK_FRACTION = 0.25  # a part under this fraction of the parts near it is no vertebra (see split_vertebrae)
 NEIGHBOURHOOD_MM = 50.0  # ... the parts whose centres lie within this height
+CUT_FRACTION = 0.1  # a vertebra cut by the view's end keeps at least this fraction (a speck there shifts the count)
 COLUMN_REACH_MM = 40.0  # a vertebra's centre lies this close to the column's axis (in-plane; rib pieces do not)
 # Stricter and stricter bone thresholds (background probability below) at which a part is looked at again: where
 # the network is unsure of a seam, the part falls apart into vertebrae there (see split_at_weak_seams).
@@ -46,9 +47,10 @@ def split_vertebrae(foreground: np.ndarray, spacing, min_voxels: int = 1,
     Every connected part is a vertebra, except parts much smaller than the vertebrae at their height (under
     ``SPECK_FRACTION`` of the median part within ``NEIGHBOURHOOD_MM``; a cervical vertebra is a fifth of a lumbar
     one) or under ``min_voxels``, unless they reach the first or last slice along axis 2 away from every vertebra
-    (a vertebra cut by the edge of the view: the caller pads the foreground with background where the view does
-    not end), and parts off the column (:func:`on_the_column`). A small part within two voxels of a vertebra is
-    a piece of it cut off by a seam and joins it; the others are specks of rib or pelvis and go.
+    with at least ``CUT_FRACTION`` of the median (a vertebra cut by the edge of the view: the caller pads the
+    foreground with background where the view does not end), and parts off the column (:func:`on_the_column`).
+    A small part within two voxels of a vertebra is a piece of it cut off by a seam and joins it; the others are
+    specks of rib or pelvis and go.
     """
     parts, count = ndimage.label(foreground, ndimage.generate_binary_structure(3, 1))
     if count == 0:
@@ -60,7 +62,8 @@ def split_vertebrae(foreground: np.ndarray, spacing, min_voxels: int = 1,
     centres = np.array(ndimage.center_of_mass(np.ones(parts.shape), parts, ids)) * np.asarray(spacing, float)
     heights = centres[:, 2]
     near = np.abs(heights[:, None] - heights[None, :]) <= NEIGHBOURHOOD_MM
-    local = np.array([np.median(sizes[row]) for row in near])
+    countable = sizes >= min_voxels  # the median of the vertebrae near, not of the crumbs among them
+    local = np.array([np.median(sizes[row & countable]) if (row & countable).any() else 0.0 for row in near])
     small = (sizes < SPECK_FRACTION * local) | (sizes < min_voxels)
     on_column = on_the_column(centres, sizes)
     keep = ~small & on_column
@@ -71,7 +74,8 @@ def split_vertebrae(foreground: np.ndarray, spacing, min_voxels: int = 1,
     at_the_ends = np.zeros(count + 1, dtype=bool)
     at_the_ends[np.unique(parts[:, :, [0, -1]])] = True
     boxes = ndimage.find_objects(parts)
-    for part in ids[small & on_column & at_the_ends[1:] & (sizes >= min_voxels)]:
+    cut = small & on_column & at_the_ends[1:] & (sizes >= min_voxels) & (sizes >= CUT_FRACTION * local)
+    for part in ids[cut]:
         if not beside[boxes[part - 1]][parts[boxes[part - 1]] == part].any():  # a vertebra cut by the view
             instances[boxes[part - 1]][parts[boxes[part - 1]] == part] = instances.max() + 1
             keep[part - 1] = True
