@@ -36,7 +36,7 @@ class Instance:
     log_prob: np.ndarray  # mean log class-probability over the instance, per label (no background)
 
 
-def _label_successors(table: LabelTable) -> dict[int, list[tuple[int, float]]]:
+def _label_successors(table: LabelTable, sacrum_in_pieces: bool = False) -> dict[int, list[tuple[int, float]]]:
     """For each label index (cranio-caudal rank), the ranks that may follow it and the transition cost."""
     names = table.names
     rank = {name: i for i, name in enumerate(names)}
@@ -48,8 +48,8 @@ def _label_successors(table: LabelTable) -> dict[int, list[tuple[int, float]]]:
         if variant in rank:
             successors[rank[before]].append((rank[variant], VARIANT_PENALTY))
             successors[rank[variant]].append((rank[after], 0.0))
-    # The sacrum, five fused vertebrae, may come in pieces: each is sacrum.
-    if "sacrum" in rank:
+    # The sacrum, five fused vertebrae, may come in pieces: each is sacrum (the caller keeps the largest).
+    if sacrum_in_pieces and "sacrum" in rank:
         successors[rank["sacrum"]].append((rank["sacrum"], SACRAL_PIECE_PENALTY))
     # One missing vertebra between two found ones (e.g. merged into a neighbour): allowed, but costly.
     direct = {a: list(following) for a, following in successors.items()}
@@ -61,13 +61,15 @@ def _label_successors(table: LabelTable) -> dict[int, list[tuple[int, float]]]:
     return successors
 
 
-def consistent_numbering(log_probs: np.ndarray, table: LabelTable | None = None) -> list[int]:
-    """Best label ranks for instances ordered cranio-caudally (rows of ``log_probs``, one column per label)."""
+def consistent_numbering(log_probs: np.ndarray, table: LabelTable | None = None,
+                         sacrum_in_pieces: bool = False) -> list[int]:
+    """Best label ranks for instances ordered cranio-caudally (rows of ``log_probs``, one column per label); with
+    ``sacrum_in_pieces``, several instances at the bottom may all be the sacrum."""
     table = table or load_label_table()
     n, k = log_probs.shape
     if n == 0:
         return []
-    successors = _label_successors(table)
+    successors = _label_successors(table, sacrum_in_pieces)
     score = log_probs[0].copy()
     back = np.full((n, k), -1, dtype=np.int64)
     for row in range(1, n):
@@ -148,12 +150,12 @@ def label_vertebrae(probabilities: np.ndarray, affine: np.ndarray, min_volume_mm
 
 
 def name_instances(instance_map: np.ndarray, centroids_ijk: np.ndarray, log_probs: np.ndarray, affine: np.ndarray,
-                   table: LabelTable) -> np.ndarray:
+                   table: LabelTable, sacrum_in_pieces: bool = False) -> np.ndarray:
     """Label-table values (uint8) for an instance map (instance n has row n-1 of ``centroids_ijk`` and of
     ``log_probs``, one column per label): the instances in cranio-caudal order (descending superior coordinate
     of the centroid) get the sequence :func:`consistent_numbering` finds."""
     order = np.argsort(centroids_ijk @ affine[2, :3])[::-1]
-    ranks = consistent_numbering(log_probs[order], table)
+    ranks = consistent_numbering(log_probs[order], table, sacrum_in_pieces)
     lut = np.zeros(len(centroids_ijk) + 1, dtype=np.uint8)
     lut[order + 1] = [table.labels[rank].value for rank in ranks]
     return lut[instance_map]

@@ -273,5 +273,6 @@ def label_by_regions(probabilities: np.ndarray, affine: np.ndarray, min_volume_m
     centroids = np.array(ndimage.center_of_mass(np.ones(instances.shape), instances, range(1, count + 1)))
     log_probs = region_log_probs(probabilities[(slice(None), *box)], instances, table)
     # Pieces of one bone named alike (the sacrum's cut-off tip) or joined across a seam: the largest piece stays.
-    out[box] = keep_largest_parts(name_instances(instances, centroids, log_probs, affine, table), min_voxels)
+    named = name_instances(instances, centroids, log_probs, affine, table, sacrum_in_pieces=True)
+    out[box] = keep_largest_parts(named, min_voxels)
     return out
