@@ -27,7 +27,7 @@ NEIGHBOURHOOD_MM = 50.0  # ... the parts whose centres lie within this height
 CUT_FRACTION = 0.1  # a vertebra cut by the view's end keeps at least this fraction (a speck there shifts the count)
 COLUMN_REACH_MM = 40.0  # a vertebra's centre lies this close to the column's axis (in-plane; rib pieces do not)
 # Stricter and stricter bone thresholds (background probability below) at which a part is looked at again: where
-# the network is unsure of a seam, the part falls apart into vertebrae there (see split_at_weak_seams).
+# the network is unsure of a seam, the part falls apart into vertebrae there (see split_part).
 SEAM_LEVELS = (0.3, 0.2, 0.1, 0.05)
 SPLIT_FRACTION = 0.25  # ... into pieces each at least this fraction of the largest (smaller ones are specks)
 # Vertebrae joined where the network saw no seam at all touch through their thin processes; their bodies, the
