@@ -70,6 +70,8 @@ def split_vertebrae(foreground: np.ndarray, spacing, min_voxels: int = 1,
     renumber = np.zeros(count + 1, dtype=np.int32)
     renumber[ids[keep]] = np.arange(1, int(keep.sum()) + 1)
     instances = renumber[parts]
+    if not small.any():
+        return _close_seams(instances)
     beside = ndimage.grey_dilation(instances, size=5)
     at_the_ends = np.zeros(count + 1, dtype=bool)
     at_the_ends[np.unique(parts[:, :, [0, -1]])] = True

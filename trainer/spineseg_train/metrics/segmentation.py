@@ -139,9 +139,9 @@ def per_vertebra_instance_dice(pred_labels: np.ndarray, ref_labels: np.ndarray,
 def spine_dice(pred_labels: np.ndarray, ref_labels: np.ndarray) -> float:
     """Dice of the whole spine (every vertebra as one foreground)."""
     pred, ref = _check_label_maps(pred_labels, ref_labels)
-    both = np.count_nonzero((pred > 0) & (ref > 0))
-    total = np.count_nonzero(pred > 0) + np.count_nonzero(ref > 0)
-    return 2.0 * both / total if total else float("nan")
+    pred, ref = pred > 0, ref > 0
+    tp = np.count_nonzero(pred & ref)
+    return _dice(tp, np.count_nonzero(pred) - tp, np.count_nonzero(ref) - tp)
 
 
 # --- surface distances ----------------------------------------------------------------------------------------
