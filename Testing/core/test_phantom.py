@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 
 import nibabel as nib
@@ -12,9 +13,12 @@ from scipy import ndimage
 
 from SpineSegLib.errors import InputError
 from SpineSegLib.labels import load_label_table
-from SpineSegLib.phantom import REGIONS, PhantomConfig, generate_phantom, write_phantom
+from SpineSegLib.phantom import GENERATOR_VERSION, REGIONS, PhantomConfig, generate_phantom, write_phantom
 
 TABLE = load_label_table()
+# Whole-spine labels of seed 11 at 4 mm per generator version: a change to what a seed draws must bump
+# GENERATOR_VERSION (training datasets record it, and the trainer refuses phantoms of another version).
+WHOLE_SPINE_LABELS_SHA256 = {2: "4d69cb036f5b9b416112a7b8b6da62ff83d99bcf6dd73952fc686b22cdd6a0a8"}
 
 
 @functools.cache
@@ -41,6 +45,14 @@ def fully_present(p) -> list[str]:
         if not touches_edge(labels == TABLE.by_name(name).value):
             names.append(name)
     return names
+
+
+def test_generator_version_pins_the_anatomy():
+    p = phantom(seed=11, region="whole", spacing=(4.0, 4.0, 4.0), variant="random")
+    digest = hashlib.sha256(p.labels.array.tobytes()).hexdigest()
+    assert digest == WHOLE_SPINE_LABELS_SHA256.get(GENERATOR_VERSION), (
+        "the phantom generator draws other anatomy than its version records: bump GENERATOR_VERSION and pin "
+        f"the new labels ({digest})")
 
 
 def test_types_grid_and_vertebra_list():

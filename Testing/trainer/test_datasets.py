@@ -25,6 +25,7 @@ from spineseg_train.datasets.verse import read_centroids, write_centroids
 from spineseg_train.metrics import centroids_mm
 from SpineSegLib.io import write_json, write_nifti
 from SpineSegLib.labels import load_label_table
+from SpineSegLib.phantom import GENERATOR_VERSION
 from SpineSegLib.volume import Volume
 
 TABLE = load_label_table()
@@ -291,3 +292,15 @@ def test_unknown_layout_is_explained(tmp_path):
     with pytest.raises(ValueError, match="not a known dataset layout"):
         detect_layout(tmp_path)
     shutil.rmtree(tmp_path / "something")
+
+
+def test_phantoms_of_another_generator_version_are_refused(tiny_dataset, tmp_path):
+    manifest = json.loads((tiny_dataset / "dataset.json").read_text())
+    assert {case["phantom"]["generator"] for case in manifest["cases"]} == {GENERATOR_VERSION}
+    assert len(load_dataset(tiny_dataset)) == len(manifest["cases"])
+    stale = tmp_path / "stale"
+    shutil.copytree(tiny_dataset, stale)
+    del manifest["cases"][1]["phantom"]["generator"]  # made before the generator had versions
+    (stale / "dataset.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=f"1 phantoms .first {manifest['cases'][1]['id']}.*make-phantoms"):
+        load_dataset(stale)

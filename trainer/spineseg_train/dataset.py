@@ -20,6 +20,7 @@ import numpy as np
 
 from SpineSegLib.io import write_json, write_nifti
 from SpineSegLib.labels import load_label_table
+from SpineSegLib.phantom import GENERATOR_VERSION
 from SpineSegLib.volume import Volume
 
 MANIFEST = "dataset.json"
@@ -45,6 +46,13 @@ def read_manifest(root: str | Path) -> dict:
         raise ValueError(f"{path}: dataset format {manifest['format_version']} is newer than supported")
     if manifest.get("label_table") not in (None, load_label_table().fingerprint()):
         raise ValueError(f"{path}: dataset uses a different label table than this SpineSeg")
+    stale = [e["id"] for e in manifest["cases"]
+             if "phantom" in e and e["phantom"].get("generator") != GENERATOR_VERSION]
+    if stale:
+        raise ValueError(f"{path}: {len(stale)} phantoms (first {stale[0]}) were made by another version of the "
+                         f"phantom generator than this SpineSeg's (version {GENERATOR_VERSION}); their anatomy "
+                         "differs from the phantoms the evaluation makes. Make the dataset again with "
+                         "spineseg-train make-phantoms (each case's seed and settings are in the manifest)")
     return manifest
 
 

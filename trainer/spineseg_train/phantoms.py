@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from SpineSegLib.phantom import PhantomConfig, generate_phantom
+from SpineSegLib.phantom import GENERATOR_VERSION, PhantomConfig, generate_phantom
 
 from .dataset import MANIFEST, Case, add_case, read_manifest
 
@@ -52,7 +52,7 @@ def make_phantom_dataset(root: str | Path, count: int, seed_start: int, spacing:
             phantom = generate_phantom(config)
             add_case(root, Case(case_id, phantom.ct, phantom.labels, phantom.lesions,
                                 {"source": "phantom", "patient": case_id, "domain": domain,
-                                 "phantom": config.to_dict()}), name=root.name)
+                                 "phantom": {**config.to_dict(), "generator": GENERATOR_VERSION}}), name=root.name)
         if progress:
             progress((index + 1) / count, f"phantom {index + 1}/{count}")
     return root

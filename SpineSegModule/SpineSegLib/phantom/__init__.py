@@ -8,7 +8,7 @@ sacrum, disc shapes), ``bones`` (ribs, sternum, pelvis), ``body`` (soft tissue, 
 primitives), ``generator`` (orchestration and writing).
 """
 
-from .config import REGIONS, PhantomConfig
+from .config import GENERATOR_VERSION, REGIONS, PhantomConfig
 from .generator import Phantom, generate_phantom, write_phantom
 
-__all__ = ["REGIONS", "Phantom", "PhantomConfig", "generate_phantom", "write_phantom"]
+__all__ = ["GENERATOR_VERSION", "REGIONS", "Phantom", "PhantomConfig", "generate_phantom", "write_phantom"]

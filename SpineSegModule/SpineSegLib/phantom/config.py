@@ -10,6 +10,11 @@ from ..errors import InputError
 # the neighbouring level at each end (so e.g. "cervical" shows C1-C7 fully and part of T1), except below the sacrum,
 # where it ends 10-30 mm under the sacral tip. With the T13 variant "thoracic" ends at T13 instead of T12; with the
 # L6 variant "lumbar", "thoracolumbar" and "whole" include L6 (they end at the sacrum).
+# The phantom a seed gives is part of the training-data contract: datasets record this version and the trainer
+# refuses phantoms made by another one (a network trained on old anatomy is evaluated on new). Bump it with every
+# change to what a seed draws; Testing/core/test_phantom.py pins one phantom's labels to it.
+GENERATOR_VERSION = 2
+
 REGIONS: dict[str, tuple[str, str]] = {
     "whole": ("C1", "sacrum"),
     "cervical": ("C1", "C7"),
