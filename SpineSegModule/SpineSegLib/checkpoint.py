@@ -19,6 +19,7 @@ import torch
 from .errors import CheckpointError
 from .io import atomic_output_dir
 from .labels import LabelTable, load_label_table
+from .level_sizes import LevelSizes
 from .postprocess import IDENTITY_STAGES, NUMBERINGS
 
 FORMAT_VERSION = 1
@@ -143,6 +144,15 @@ def _validated_card(folder: Path, shown: Path) -> dict:
     if numbering == "regions" and identity != "fine":
         raise CheckpointError(f"{shown}: postprocessing.numbering regions counts the vertebrae of the last pass; "
                               f"identity_stage {identity!r} does not apply to it")
+    sizes = (card.get("postprocessing") or {}).get("level_sizes")
+    if sizes is not None:
+        if numbering != "regions":
+            raise CheckpointError(f"{shown}: postprocessing.level_sizes weighs in when counting; it needs "
+                                  "numbering regions")
+        try:
+            LevelSizes.from_card(sizes, table)
+        except (ValueError, TypeError, AttributeError) as error:
+            raise CheckpointError(f"{shown}: postprocessing.level_sizes: {error}") from None
     return card
 
 

@@ -19,6 +19,7 @@ from scipy import ndimage
 from .checkpoint import LoadedModel, load_checkpoint
 from .errors import InputError
 from .labels import load_label_table
+from .level_sizes import LevelSizes
 from .postprocess import detect_lesions, label_vertebrae, refine_labels
 from .preprocess import Orientation, prepare
 from .progress import CancelToken, ProgressCallback, SubProgress, no_progress
@@ -70,6 +71,8 @@ class Segmenter:
         self.window = tuple(card["preprocessing"].get("intensity_window", (-1000, 1000)))
         self.stages = card["preprocessing"]["stages"]
         self.post = card.get("postprocessing", {})
+        sizes = self.post.get("level_sizes")
+        self.level_sizes = LevelSizes.from_card(sizes, self.table) if sizes else None
 
     # --- one network pass ---------------------------------------------------------------------------------------
     def _predict(self, image: torch.Tensor, stage: dict, progress: ProgressCallback) -> tuple[np.ndarray, np.ndarray]:
@@ -131,7 +134,7 @@ class Segmenter:
         progress(0.86, "post-processing")
         min_mm3 = self.post.get("min_vertebra_mm3", 300.0)
         if self.post.get("numbering", "levels") == "regions":
-            labels_grid = label_by_regions(probs, grid_affine, min_mm3, self.table)
+            labels_grid = label_by_regions(probs, grid_affine, min_mm3, self.table, self.level_sizes)
         elif fine_ran and self.post.get("identity_stage", "fine") == "coarse":
             named = label_vertebrae(coarse_probs, coarse.affine, min_mm3, self.table)
             named = project_labels(named, coarse.affine, probs.shape[1:], grid_affine)

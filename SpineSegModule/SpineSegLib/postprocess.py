@@ -65,10 +65,15 @@ def consistent_numbering(log_probs: np.ndarray, table: LabelTable | None = None,
                          sacrum_in_pieces: bool = False) -> list[int]:
     """Best label ranks for instances ordered cranio-caudally (rows of ``log_probs``, one column per label); with
     ``sacrum_in_pieces``, several instances at the bottom may all be the sacrum."""
-    table = table or load_label_table()
+    return scored_numbering(log_probs, table or load_label_table(), sacrum_in_pieces)[0]
+
+
+def scored_numbering(log_probs: np.ndarray, table: LabelTable,
+                     sacrum_in_pieces: bool = False) -> tuple[list[int], float]:
+    """:func:`consistent_numbering` with its score (summed log-probabilities less the transitions' costs)."""
     n, k = log_probs.shape
     if n == 0:
-        return []
+        return [], 0.0
     successors = _label_successors(table, sacrum_in_pieces)
     score = log_probs[0].copy()
     back = np.full((n, k), -1, dtype=np.int64)
@@ -85,7 +90,7 @@ def consistent_numbering(log_probs: np.ndarray, table: LabelTable | None = None,
     ranks = [int(np.argmax(score))]
     for row in range(n - 1, 0, -1):
         ranks.append(int(back[row, ranks[-1]]))
-    return ranks[::-1]
+    return ranks[::-1], float(score.max())
 
 
 def vertebra_instances(probabilities: np.ndarray, min_voxels: int) -> tuple[np.ndarray, list[Instance]]:
@@ -150,12 +155,16 @@ def label_vertebrae(probabilities: np.ndarray, affine: np.ndarray, min_volume_mm
 
 
 def name_instances(instance_map: np.ndarray, centroids_ijk: np.ndarray, log_probs: np.ndarray, affine: np.ndarray,
-                   table: LabelTable, sacrum_in_pieces: bool = False) -> np.ndarray:
+                   table: LabelTable, sacrum_in_pieces: bool = False, numbering=None) -> np.ndarray:
     """Label-table values (uint8) for an instance map (instance n has row n-1 of ``centroids_ijk`` and of
     ``log_probs``, one column per label): the instances in cranio-caudal order (descending superior coordinate
-    of the centroid) get the sequence :func:`consistent_numbering` finds."""
+    of the centroid) get the sequence :func:`consistent_numbering` finds, or ``numbering(log_probs in that
+    order, the order)`` (instance indices from 0)."""
     order = np.argsort(centroids_ijk @ affine[2, :3])[::-1]
-    ranks = consistent_numbering(log_probs[order], table, sacrum_in_pieces)
+    if numbering is None:
+        ranks = consistent_numbering(log_probs[order], table, sacrum_in_pieces)
+    else:
+        ranks = numbering(log_probs[order], order)
     lut = np.zeros(len(centroids_ijk) + 1, dtype=np.uint8)
     lut[order + 1] = [table.labels[rank].value for rank in ranks]
     return lut[instance_map]

@@ -11,7 +11,9 @@ vertebrae are named the way a radiologist counts them:
    are closed again;
 2. the vertebrae, ordered cranio-caudally, get the label sequence (C1..C7, T1..T12, [T13], L1..L5, [L6],
    sacrum) that best fits their regions (:func:`.postprocess.name_instances`). The region boundaries
-   anchor the count: the first rib-bearing vertebra is T1, the one above the sacrum L5 (or L6).
+   anchor the count: the first rib-bearing vertebra is T1, the one above the sacrum L5 (or L6). With the model
+   card's size profile the vertebrae's volumes are a second witness (:mod:`.level_sizes`: C2 twice C3, L1 a
+   third larger than T12).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from .labels import LabelTable, load_label_table
+from .level_sizes import LevelSizes, numbering_with_sizes
 from .postprocess import keep_largest_parts, name_instances
 
 SPECK_FRACTION = 0.25  # a part under this fraction of the parts near it is no vertebra (see split_vertebrae)
@@ -251,9 +254,10 @@ def region_log_probs(probabilities: np.ndarray, instances: np.ndarray, table: La
 
 
 def label_by_regions(probabilities: np.ndarray, affine: np.ndarray, min_volume_mm3: float = 300.0,
-                     table: LabelTable | None = None) -> np.ndarray:
+                     table: LabelTable | None = None, sizes: LevelSizes | None = None) -> np.ndarray:
     """Consistently numbered label-table values (uint8) on the model grid from region probabilities
-    (``probabilities``: (C, I, J, K) class probabilities, class 0 background, classes grouped by region)."""
+    (``probabilities``: (C, I, J, K) class probabilities, class 0 background, classes grouped by region); with
+    ``sizes``, the vertebrae's volumes weigh in (vertebrae cut by the grid's faces aside)."""
     table = table or load_label_table()
     out = np.zeros(probabilities.shape[1:], dtype=np.uint8)
     foreground = probabilities[0] < 0.5
@@ -261,7 +265,8 @@ def label_by_regions(probabilities: np.ndarray, affine: np.ndarray, min_volume_m
         return out
     # Work inside the foreground's box (the spine is a small part of the grid).
     box = ndimage.find_objects(foreground.astype(np.uint8))[0]
-    min_voxels = max(1, int(min_volume_mm3 / abs(np.linalg.det(affine[:3, :3]))))
+    voxel_mm3 = abs(np.linalg.det(affine[:3, :3]))
+    min_voxels = max(1, int(min_volume_mm3 / voxel_mm3))
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     # Padded with background, except where the view ends: there a part is a vertebra cut by it.
     ends = (int(box[2].start > 0), int(box[2].stop < foreground.shape[2]))
@@ -274,7 +279,25 @@ def label_by_regions(probabilities: np.ndarray, affine: np.ndarray, min_volume_m
         return out
     centroids = np.array(ndimage.center_of_mass(np.ones(instances.shape), instances, range(1, count + 1)))
     log_probs = region_log_probs(probabilities[(slice(None), *box)], instances, table)
+    numbering = None
+    if sizes is not None:
+        volumes = np.bincount(instances.ravel(), minlength=count + 1)[1:] * voxel_mm3
+        sized = ~_cut_by_the_grid(instances, box, foreground.shape)
+
+        def numbering(ordered_log_probs, order):
+            return numbering_with_sizes(ordered_log_probs, volumes[order], sized[order], sizes, table, True)
     # Pieces of one bone named alike (the sacrum's cut-off tip) or joined across a seam: the largest piece stays.
-    named = name_instances(instances, centroids, log_probs, affine, table, sacrum_in_pieces=True)
+    named = name_instances(instances, centroids, log_probs, affine, table, sacrum_in_pieces=True, numbering=numbering)
     out[box] = keep_largest_parts(named, min_voxels)
     return out
+
+
+def _cut_by_the_grid(instances: np.ndarray, box: tuple[slice, ...], shape) -> np.ndarray:
+    """Per instance (1..n of ``instances``, the part of the grid inside ``box``): whether it touches a face of
+    the grid, so the view may have cut it."""
+    cut = np.zeros(int(instances.max()) + 1, dtype=bool)
+    for axis, (part, size) in enumerate(zip(box, shape, strict=True)):
+        for at_face, index in ((part.start == 0, 0), (part.stop == size, -1)):
+            if at_face:
+                cut[np.unique(np.take(instances, index, axis=axis))] = True
+    return cut[1:]

@@ -117,6 +117,12 @@ def test_unknown_identity_stage(checkpoint):
 @pytest.mark.parametrize("post, message", [
     ({"numbering": "alphabet"}, "numbering 'alphabet' is not one of levels, regions"),
     ({"numbering": "regions", "identity_stage": "coarse"}, "identity_stage 'coarse' does not apply"),
+    ({"level_sizes": {"volume_mm3": {"C3": 6000.0}, "log_sd": {"C3": 0.05}}}, "level_sizes weighs in when counting"),
+    ({"numbering": "regions", "level_sizes": {"volume_mm3": {"X9": 1.0}, "log_sd": {"X9": 0.1}}},
+     "level_sizes: level_sizes names levels the label table lacks: X9"),
+    ({"numbering": "regions", "level_sizes": {"volume_mm3": {"C3": -5.0}, "log_sd": {"C3": 0.1}}},
+     "volumes must be positive"),
+    ({"numbering": "regions", "level_sizes": {"volume_mm3": {"C3": 6000.0}}}, "needs volume_mm3 and log_sd"),
 ])
 def test_unknown_or_conflicting_numbering(checkpoint, post, message):
     path, _ = checkpoint

@@ -8,6 +8,7 @@ import pytest
 from scipy import ndimage
 
 from SpineSegLib.labels import load_label_table
+from SpineSegLib.level_sizes import LevelSizes, fit_level_sizes, whole_vertebra_volumes
 from SpineSegLib.phantom import PhantomConfig, generate_phantom
 from SpineSegLib.region_numbering import label_by_regions, split_vertebrae
 
@@ -240,3 +241,46 @@ def test_the_segmenter_counts_when_the_model_card_says_regions(tmp_path):
     segmenter._predict = predict
     labels = segmenter(Volume(ct, np.eye(4))).labels.array
     assert [TABLE.by_value(labels[b][10, 10, 10]).name for b in blocks] == ["T12", "L1", "L2"]
+
+
+def test_level_sizes_are_fitted_apart_from_each_cases_scale():
+    truth = {"C3": 6000.0, "C7": 9800.0, "T1": 11500.0, "T12": 27700.0, "L1": 37000.0}
+    rng = np.random.default_rng(0)
+    scales = rng.uniform(0.8, 1.25, 12)
+    cases = [{name: volume * scale * rng.normal(1.0, 0.02) for name, volume in truth.items()
+              if rng.random() < 0.8} for scale in scales]
+    profile = fit_level_sizes(cases)
+    assert set(profile["volume_mm3"]) == set(truth)
+    # Volumes are known up to one common factor: the mean case scale.
+    ratios = [profile["volume_mm3"][name] / truth[name] for name in truth]
+    assert np.ptp(np.log(ratios)) < 0.05, ratios
+    assert max(profile["log_sd"].values()) < 0.05
+    assert 0.08 < profile["scale_sd"] < 0.2  # log of a uniform 0.8-1.25 spread
+    with pytest.raises(ValueError, match="no whole vertebrae"):
+        fit_level_sizes([{}, {"sacrum": 1e5}])
+
+
+def test_level_sizes_correct_a_count_the_regions_got_wrong():
+    """The failure the size profile is for: the network leans to calling C3-C7 thoracic (bone of the same look),
+    so the count from the regions puts T1 five levels too high; C2 twice the size of the C3 under it, and every
+    level's size, give the count back."""
+    def phantom(seed):
+        return generate_phantom(PhantomConfig(seed=seed, region="cervical", spacing=(2.0, 2.0, 2.0), lesions=0))
+
+    def whole_volumes(p):
+        return whole_vertebra_volumes(p.labels.array, 8.0)
+
+    sizes = LevelSizes.from_card(fit_level_sizes([whole_volumes(phantom(seed)) for seed in (31, 32, 33, 34)]), TABLE)
+    case = phantom(36)
+    reference = case.labels.array
+    fooled = reference.copy()
+    for index, name in enumerate(("C3", "C4", "C5", "C6", "C7")):
+        fooled[reference == TABLE.by_name(name).value] = TABLE.by_name(f"T{index + 1}").value
+    probs = 0.6 * _seamed_probabilities(fooled) + 0.4 * _seamed_probabilities(reference)
+    whole = list(whole_volumes(case))  # C1-T1, top down
+
+    def named_top_down(labels):
+        return names_top_down(labels)[:len(whole)]
+
+    assert named_top_down(label_by_regions(probs, case.labels.affine))[:3] == ["C5", "C6", "C7"]
+    assert named_top_down(label_by_regions(probs, case.labels.affine, sizes=sizes)) == whole

@@ -299,3 +299,36 @@ def test_init_from_starts_from_a_checkpoints_weights_and_the_card_records_the_pa
         tiny_config(tiny_dataset, seg_target="regions", identity_stage="coarse")
     for trainer in (first, warm, cold):
         trainer.close()
+
+
+def test_level_sizes_of_the_training_data_go_into_a_counting_models_card(tiny_dataset, tmp_path):
+    from spineseg_train.cli import main
+    from SpineSegLib.checkpoint import load_checkpoint, save_checkpoint
+    from SpineSegLib.labels import load_label_table
+    from SpineSegLib.level_sizes import whole_vertebra_volumes
+    from SpineSegLib.networks import build_network
+
+    table = load_label_table()
+    tiny = {"channels": [4, 8, 16], "num_res_units": 0}
+    card = {"name": "counting", "architecture": {"id": "unet3d", "args": tiny},
+            "preprocessing": {"stages": {"fine": {"spacing": [3, 3, 3], "patch_size": [32, 32, 32]}}},
+            "postprocessing": {"numbering": "levels"}}
+    network = build_network("unet3d", 1, table.num_classes, len(table.lesion_classes), **tiny)
+    model = save_checkpoint(network, card, tmp_path / "model")
+    with pytest.raises(ValueError, match="numbering: regions"):
+        main(["level-sizes", "--model", str(model), "--data", str(tiny_dataset)])
+    card["postprocessing"]["numbering"] = "regions"
+    model = save_checkpoint(network, card, tmp_path / "model")
+    assert main(["level-sizes", "--model", str(model), "--data", str(tiny_dataset)]) == 0
+    sizes = load_checkpoint(model).card["postprocessing"]["level_sizes"]
+    import nibabel as nib
+    manifest = json.loads((tiny_dataset / "dataset.json").read_text())
+    measured = []
+    for entry in manifest["cases"]:
+        image = nib.load(str(tiny_dataset / entry["labels"]))
+        measured.append(whole_vertebra_volumes(np.asarray(image.dataobj), 27.0))
+    assert set(sizes["volume_mm3"]) == {name for case in measured for name in case} - {"sacrum"}
+    assert sizes["cases"] == 2 and sizes["data"] == [str(tiny_dataset)]
+    for name, volume in sizes["volume_mm3"].items():  # two cases: the fit lies between their volumes
+        seen = [case[name] for case in measured if name in case]
+        assert min(seen) * 0.85 <= volume <= max(seen) * 1.15, (name, volume, seen)

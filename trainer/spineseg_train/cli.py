@@ -8,6 +8,7 @@
     spineseg-train convert SOURCE -o DATASET [--layout verse|ctspine1k|totalsegmentator|generic|spineseg]
     spineseg-train curate --data DATASET -o REPORT_DIR     duplicates, patient-level stratified splits
     spineseg-train protocol lodo|robustness|tta|domain-codes ...   evaluation protocols (docs/evaluation.md)
+    spineseg-train level-sizes --model MODEL --data DATASET [...]   the training data's vertebra sizes, into the card
     spineseg-train models [--arch ID ...]            parameters, GFLOPs, latency of every architecture
     spineseg-train compare --data DATASET:SPACING --budget-steps N -o DIR   the papers' comparison tables
 """
@@ -315,6 +316,15 @@ def _add_protocol_commands(commands) -> None:
     q.set_defaults(run=_cmd_protocol_lodo)
 
 
+def _cmd_level_sizes(args) -> int:
+    from .level_sizes import record_level_sizes
+
+    profile = record_level_sizes(args.model, args.data)
+    print(f"level sizes of {len(profile['volume_mm3'])} levels from {profile['cases']} cases written into "
+          f"{args.model} (case scale spread {profile['scale_sd']:.3f} in log volume)")
+    return 0
+
+
 def _update_card(model: str, summary: dict, report: dict) -> None:
     from SpineSegLib.checkpoint import CARD_FILE
     from SpineSegLib.io import write_json
@@ -429,6 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--device", default="auto")
     c.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting of every run")
     c.set_defaults(run=_cmd_compare)
+
+    s = commands.add_parser("level-sizes", help="measure the vertebra size profile of the training data into a "
+                            "counting model's card (postprocessing.level_sizes)")
+    s.add_argument("--model", required=True, help="model folder whose card gets the profile")
+    s.add_argument("--data", required=True, nargs="+", help="the datasets the model was trained on")
+    s.set_defaults(run=_cmd_level_sizes)
 
     try:  # fine-tuning lives in its own module (corrections workflow)
         from .finetune import add_finetune_command
