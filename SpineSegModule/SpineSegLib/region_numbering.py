@@ -38,6 +38,10 @@ SPLIT_FRACTION = 0.25  # ... into pieces each at least this fraction of the larg
 # its deepest point when the cores lie one above the other (see split_by_shape).
 CORE_DEPTH = 0.5
 SIDE_BY_SIDE_MM = 30.0  # pieces at one height and this close in-plane are one vertebra's (C1's lateral masses)
+# The column's top end: where no bone at all lies in this much of the view above the highest vertebra, the column
+# starts inside the view, and a column starts at C1 (the skull above it is no vertebra), which then anchors the
+# count. A view that cuts the column has bone up to its top (the cut vertebra, even a sliver of it).
+COLUMN_TOP_MM = 10.0
 
 
 def split_vertebrae(foreground: np.ndarray, spacing, min_voxels: int = 1,
@@ -279,6 +283,9 @@ def label_by_regions(probabilities: np.ndarray, affine: np.ndarray, min_volume_m
         return out
     centroids = np.array(ndimage.center_of_mass(np.ones(instances.shape), instances, range(1, count + 1)))
     log_probs = region_log_probs(probabilities[(slice(None), *box)], instances, table)
+    if (foreground.shape[2] - box[2].stop) * spacing[2] >= COLUMN_TOP_MM:
+        top = int(np.argmax(centroids @ affine[2, :3]))
+        log_probs[top, np.arange(len(table)) != table.order(table.by_name("C1").value)] = -np.inf
     numbering = None
     if sizes is not None:
         volumes = np.bincount(instances.ravel(), minlength=count + 1)[1:] * voxel_mm3

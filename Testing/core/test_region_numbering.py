@@ -216,7 +216,8 @@ def test_the_segmenter_counts_when_the_model_card_says_regions(tmp_path):
     from SpineSegLib.volume import Volume
 
     ct = np.full((48, 48, 96), -1000.0, dtype=np.float32)
-    blocks = [(slice(14, 34), slice(14, 34), slice(k, k + 20)) for k in (66, 38, 10)]  # top first
+    # top first; the view cuts the column at its top (a column ending inside the view would start at C1)
+    blocks = [(slice(14, 34), slice(14, 34), slice(k, k + 20)) for k in (76, 48, 20)]
     for block in blocks:
         ct[block] = 800.0
     tiny = {"channels": [4, 8, 16], "num_res_units": 0}
@@ -260,27 +261,38 @@ def test_level_sizes_are_fitted_apart_from_each_cases_scale():
         fit_level_sizes([{}, {"sacrum": 1e5}])
 
 
-def test_level_sizes_correct_a_count_the_regions_got_wrong():
-    """The failure the size profile is for: the network leans to calling C3-C7 thoracic (bone of the same look),
-    so the count from the regions puts T1 five levels too high; C2 twice the size of the C3 under it, and every
-    level's size, give the count back."""
-    def phantom(seed):
-        return generate_phantom(PhantomConfig(seed=seed, region="cervical", spacing=(2.0, 2.0, 2.0), lesions=0))
+def _cervical_phantom(seed):
+    return generate_phantom(PhantomConfig(seed=seed, region="cervical", spacing=(2.0, 2.0, 2.0), lesions=0))
 
-    def whole_volumes(p):
-        return whole_vertebra_volumes(p.labels.array, 8.0)
 
-    sizes = LevelSizes.from_card(fit_level_sizes([whole_volumes(phantom(seed)) for seed in (31, 32, 33, 34)]), TABLE)
-    case = phantom(36)
+def _fooled_cervical_view(seed, cut_at_c1: bool):
+    """The failure the column's top and the size profile are for: a network that leans to calling C3-C7 thoracic
+    (bone of the same look), so that counting from its regions puts T1 five levels too high. Returns the
+    probabilities, the affine and the vertebrae wholly in the view, top down; ``cut_at_c1`` ends the view at
+    C1's top (no free view above the column)."""
+    case = _cervical_phantom(seed)
     reference = case.labels.array
     fooled = reference.copy()
     for index, name in enumerate(("C3", "C4", "C5", "C6", "C7")):
         fooled[reference == TABLE.by_name(name).value] = TABLE.by_name(f"T{index + 1}").value
     probs = 0.6 * _seamed_probabilities(fooled) + 0.4 * _seamed_probabilities(reference)
-    whole = list(whole_volumes(case))  # C1-T1, top down
+    if cut_at_c1:
+        top = np.flatnonzero((reference > 0).any(axis=(0, 1)))[-1]
+        reference, probs = reference[..., :top + 1], probs[..., :top + 1]
+    return probs, case.labels.affine, list(whole_vertebra_volumes(reference, 8.0))
 
-    def named_top_down(labels):
-        return names_top_down(labels)[:len(whole)]
 
-    assert named_top_down(label_by_regions(probs, case.labels.affine))[:3] == ["C5", "C6", "C7"]
-    assert named_top_down(label_by_regions(probs, case.labels.affine, sizes=sizes)) == whole
+def test_the_vertebra_at_the_top_of_the_column_is_c1():
+    probs, affine, whole = _fooled_cervical_view(37, cut_at_c1=False)
+    assert names_top_down(label_by_regions(probs, affine))[:len(whole)] == whole
+    probs, affine, whole = _fooled_cervical_view(37, cut_at_c1=True)  # the view may have cut the column
+    assert names_top_down(label_by_regions(probs, affine))[:3] == ["C6", "C7", "T1"]
+
+
+def test_level_sizes_correct_a_count_the_regions_got_wrong():
+    """Where the view ends at C1's top, C2 about twice the C3 under it, and every level's size, give the count
+    back."""
+    sizes = LevelSizes.from_card(fit_level_sizes([whole_vertebra_volumes(_cervical_phantom(seed).labels.array, 8.0)
+                                                  for seed in (31, 32, 33, 34)]), TABLE)
+    probs, affine, whole = _fooled_cervical_view(37, cut_at_c1=True)
+    assert names_top_down(label_by_regions(probs, affine, sizes=sizes))[:len(whole) + 1] == ["C1", *whole]
