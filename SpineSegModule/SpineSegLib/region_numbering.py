@@ -11,7 +11,8 @@ vertebrae are named the way a radiologist counts them:
    are closed again;
 2. the vertebrae, ordered cranio-caudally, get the label sequence (C1..C7, T1..T12, [T13], L1..L5, [L6],
    sacrum) that best fits their regions (:func:`.postprocess.name_instances`). The region boundaries
-   anchor the count: the first rib-bearing vertebra is T1, the one above the sacrum L5 (or L6). With the model
+   anchor the count: the first rib-bearing vertebra is T1, the one above the sacrum L5 (or L6), and a column
+   that starts inside the view starts at C1 (``COLUMN_TOP_MM``). With the model
    card's size profile the vertebrae's volumes are a second witness (:mod:`.level_sizes`: C2 twice C3, L1 a
    third larger than T12).
 """
@@ -35,13 +36,15 @@ SEAM_LEVELS = (0.3, 0.2, 0.1, 0.05)
 SPLIT_FRACTION = 0.25  # ... into pieces each at least this fraction of the largest (smaller ones are specks)
 # Vertebrae joined where the network saw no seam at all touch through their thin processes; their bodies, the
 # thickest bone, stay apart (a disc lies between them): a part is split at its cores deeper than this fraction of
-# its deepest point when the cores lie one above the other (see split_by_shape).
-CORE_DEPTH = 0.5
+# its deepest point when the cores lie one above the other (see split_by_shape). Only a vertebral body is that
+# thick: C2's dens, above its body, reaches about two thirds of the body's depth and must not count as a body.
+CORE_DEPTH = 0.75
 SIDE_BY_SIDE_MM = 30.0  # pieces at one height and this close in-plane are one vertebra's (C1's lateral masses)
 # The column's top end: where no bone at all lies in this much of the view above the highest vertebra, the column
 # starts inside the view, and a column starts at C1 (the skull above it is no vertebra), which then anchors the
 # count. A view that cuts the column has bone up to its top (the cut vertebra, even a sliver of it).
 COLUMN_TOP_MM = 10.0
+COLUMN_TOP_PENALTY = np.inf  # log-odds against any other name than C1 for the vertebra at the column's top
 
 
 def split_vertebrae(foreground: np.ndarray, spacing, min_voxels: int = 1,
@@ -285,7 +288,7 @@ def label_by_regions(probabilities: np.ndarray, affine: np.ndarray, min_volume_m
     log_probs = region_log_probs(probabilities[(slice(None), *box)], instances, table)
     if (foreground.shape[2] - box[2].stop) * spacing[2] >= COLUMN_TOP_MM:
         top = int(np.argmax(centroids @ affine[2, :3]))
-        log_probs[top, np.arange(len(table)) != table.order(table.by_name("C1").value)] = -np.inf
+        log_probs[top, np.arange(len(table)) != table.order(table.by_name("C1").value)] -= COLUMN_TOP_PENALTY
     numbering = None
     if sizes is not None:
         volumes = np.bincount(instances.ravel(), minlength=count + 1)[1:] * voxel_mm3

@@ -205,6 +205,16 @@ def test_a_perfect_network_names_every_vertebra_of_a_phantom(region, variant):
     assert np.mean(list(dice.values())) > 0.95, dice
 
 
+def test_c2_keeps_its_dens():
+    """With perfect seams, shape splitting must not take C2's dens (a thick peg above its body) for a vertebra of
+    its own: every vertebra below would be counted one level low."""
+    phantom = generate_phantom(PhantomConfig(seed=900007, region="whole", spacing=(1.5, 1.5, 1.5), lesions=1,
+                                             variant="random"))
+    reference = phantom.labels.array
+    labels = label_by_regions(_seamed_probabilities(reference), phantom.labels.affine)
+    assert names_top_down(labels) == names_top_down(reference)
+
+
 def test_the_segmenter_counts_when_the_model_card_says_regions(tmp_path):
     """Wiring: a card with ``numbering: regions`` makes the segmenter count the fine pass's parts. The network's
     outputs are replaced: bone blocks given the first class of their region (top block thoracic, then lumbar)."""
