@@ -302,6 +302,8 @@ def test_init_from_starts_from_a_checkpoints_weights_and_the_card_records_the_pa
 
 
 def test_level_sizes_of_the_training_data_go_into_a_counting_models_card(tiny_dataset, tmp_path):
+    import nibabel as nib
+
     from spineseg_train.cli import main
     from SpineSegLib.checkpoint import load_checkpoint, save_checkpoint
     from SpineSegLib.labels import load_label_table
@@ -321,7 +323,6 @@ def test_level_sizes_of_the_training_data_go_into_a_counting_models_card(tiny_da
     model = save_checkpoint(network, card, tmp_path / "model")
     assert main(["level-sizes", "--model", str(model), "--data", str(tiny_dataset)]) == 0
     sizes = load_checkpoint(model).card["postprocessing"]["level_sizes"]
-    import nibabel as nib
     manifest = json.loads((tiny_dataset / "dataset.json").read_text())
     measured = []
     for entry in manifest["cases"]:
