@@ -22,7 +22,7 @@ CAPPED_Z = 3.0  # a vertebra merged with or split from its neighbour costs at mo
 # The case's scale (log volume) relative to the profile: the anatomy's spread (about 0.1 in the training
 # phantoms) widened for the segmenter's bias; searched in steps over +-2.5 SDs.
 SCALE_PRIOR_SD = 0.2
-SCALE_STEP = 0.025
+SCALES = np.arange(-0.5, 0.5 + 1e-9, 0.025)
 UNSIZED = ("sacrum",)  # how much of the sacrum a view shows varies, and it may come in pieces
 
 
@@ -63,9 +63,8 @@ def numbering_with_sizes(log_probs: np.ndarray, volumes_mm3: np.ndarray, sized: 
                          table: LabelTable, sacrum_in_pieces: bool = False) -> list[int]:
     """Label ranks for vertebrae ordered cranio-caudally (rows of ``log_probs``): the numbering that best fits the
     network's evidence and the size profile together, the case's scale chosen with it."""
-    scales = np.arange(-2.5, 2.5 + 1e-9, SCALE_STEP / SCALE_PRIOR_SD) * SCALE_PRIOR_SD
     best_score, best_ranks = -np.inf, None
-    for scale in scales:
+    for scale in SCALES:
         ranks, score = scored_numbering(log_probs + sizes.log_likelihood(volumes_mm3, sized, scale), table,
                                         sacrum_in_pieces)
         score -= 0.5 * (scale / SCALE_PRIOR_SD) ** 2

@@ -44,7 +44,6 @@ SIDE_BY_SIDE_MM = 30.0  # pieces at one height and this close in-plane are one v
 # starts inside the view, and a column starts at C1 (the skull above it is no vertebra), which then anchors the
 # count. A view that cuts the column has bone up to its top (the cut vertebra, even a sliver of it).
 COLUMN_TOP_MM = 10.0
-COLUMN_TOP_PENALTY = np.inf  # log-odds against any other name than C1 for the vertebra at the column's top
 
 
 def split_vertebrae(foreground: np.ndarray, spacing, min_voxels: int = 1,
@@ -288,7 +287,7 @@ def label_by_regions(probabilities: np.ndarray, affine: np.ndarray, min_volume_m
     log_probs = region_log_probs(probabilities[(slice(None), *box)], instances, table)
     if (foreground.shape[2] - box[2].stop) * spacing[2] >= COLUMN_TOP_MM:
         top = int(np.argmax(centroids @ affine[2, :3]))
-        log_probs[top, np.arange(len(table)) != table.order(table.by_name("C1").value)] -= COLUMN_TOP_PENALTY
+        log_probs[top, np.arange(len(table)) != table.order(table.by_name("C1").value)] = -np.inf
     numbering = None
     if sizes is not None:
         volumes = np.bincount(instances.ravel(), minlength=count + 1)[1:] * voxel_mm3
