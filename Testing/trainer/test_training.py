@@ -119,6 +119,25 @@ def test_lesion_targets_move_with_the_image():
     assert checked >= 4
 
 
+def test_balanced_patches_visit_small_vertebrae_as_often_as_large_ones():
+    """A 2-voxel-thick vertebra beside a 30-voxel one: by volume it gets ~6 % of the vertebra patches, with
+    ``balance_levels`` about half."""
+    classes = np.zeros((40, 40, 40), np.uint8)
+    classes[5:35, 5:35, 2:32] = 20  # a large lumbar body
+    classes[5:35, 5:35, 34:36] = 3  # a thin cervical one
+    case = StageCase(np.zeros(classes.shape, np.float32), classes, np.zeros((0, 3)), np.zeros(0),
+                     np.zeros(0, np.int64), np.argwhere(classes > 0))
+
+    def share_of_small(balance: bool) -> float:
+        sampler = PatchSampler([case], 16, np.random.default_rng(0), False, lesion_fraction=0.0,
+                               foreground_fraction=1.0, balance_levels=balance)
+        centres = np.array([sampler._centre(case) for _ in range(2000)]).astype(int)
+        return float(np.mean(classes[tuple(centres.T)] == 3))
+
+    assert share_of_small(False) < 0.1
+    assert 0.45 < share_of_small(True) < 0.55
+
+
 def test_vertebra_boxes_and_lesion_targets():
     seg = torch.zeros(2, 1, 16, 16, 16, dtype=torch.long)
     seg[0, 0, 2:6, 3:9, 4:12] = 20  # L1 (class 20 → id 19)

@@ -83,6 +83,7 @@ class TrainConfig:
     intensity_window: tuple[float, float] = (-1000.0, 1000.0)
     lesion_fraction: float = 0.2  # patches centred on a lesion ...
     foreground_fraction: float = 0.3  # ... or a vertebra voxel (together 0.5: 1:1 foreground / background)
+    balance_levels: bool = False  # vertebra patches: each of a case's vertebrae equally often (not by volume)
     domains: list[str] | None = None  # domain names (manifest "domain") in id order; None: sorted names found
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # --- optimisation ----------------------------------------------------------------------------------------

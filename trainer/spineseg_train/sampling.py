@@ -2,7 +2,9 @@
 
 A case is put in canonical orientation at the stage spacing once; each sample crops a patch centred on a
 lesion, a vertebra voxel or a background voxel (``lesion_fraction`` + ``foreground_fraction`` of the patches
-are centred on the spine: 0.2 + 0.3 by default, i.e. 1:1 foreground / background), augments image and labels
+are centred on the spine: 0.2 + 0.3 by default, i.e. 1:1 foreground / background; with ``balance_levels`` a
+vertebra patch first draws one of the case's vertebrae uniformly, as nnU-Net oversamples rare classes, so a
+6 cm³ cervical vertebra is seen as often as a 40 cm³ lumbar one), augments image and labels
 together, and then builds the lesion targets at the lesions' *transformed* positions, so every target moves
 with the image:
 
@@ -207,8 +209,10 @@ class PatchSampler:
 
     def __init__(self, cases: list[StageCase], patch: int, rng: np.random.Generator,
                  augment: bool | AugmentConfig = True, lesion_fraction: float = 0.3,
-                 foreground_fraction: float = 0.5):
+                 foreground_fraction: float = 0.5, balance_levels: bool = False):
         self.cases, self.patch, self.rng = cases, patch, rng
+        self.balance_levels = balance_levels
+        self._by_level: dict[int, list[np.ndarray]] = {}
         self.augment = (augment if isinstance(augment, AugmentConfig) else AugmentConfig()) if augment else None
         if self.augment is not None:
             self.spatial = augmentation(self.augment)
@@ -222,13 +226,25 @@ class PatchSampler:
         if draw < self.lesion_fraction and len(case.lesion_ijk):
             return case.lesion_ijk[self.rng.integers(len(case.lesion_ijk))] + self.rng.normal(0, 4, 3)
         if draw < self.lesion_fraction + self.foreground_fraction and len(case.foreground):
-            return case.foreground[self.rng.integers(len(case.foreground))].astype(float)
+            voxels = case.foreground
+            if self.balance_levels:
+                levels = self._levels_of(case)
+                voxels = levels[self.rng.integers(len(levels))]
+            return voxels[self.rng.integers(len(voxels))].astype(float)
         # Background: a voxel outside the vertebrae (a few tries; the spine is a small part of a scan).
         for _ in range(10):
             centre = self.rng.uniform(0, case.image.shape)
             if case.classes[tuple(np.minimum(centre.astype(int), np.array(case.image.shape) - 1))] == 0:
                 break
         return centre
+
+    def _levels_of(self, case: StageCase) -> list[np.ndarray]:
+        """The case's foreground voxels grouped by class, computed once per case."""
+        key = id(case)
+        if key not in self._by_level:
+            classes = case.classes[tuple(case.foreground.T)]
+            self._by_level[key] = [case.foreground[classes == c] for c in np.unique(classes)]
+        return self._by_level[key]
 
     def sample(self) -> dict[str, torch.Tensor]:
         case = self.cases[self.rng.integers(len(self.cases))]

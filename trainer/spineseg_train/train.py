@@ -181,7 +181,8 @@ class Trainer:
                                    stage.crop_margin_mm, index.get(str(case.meta.get("domain")), -1))
                      for case in load_dataset(stage.path)]
             self.samplers.append(PatchSampler(cases, config.patch_size, self.rng, config.augment,
-                                              config.lesion_fraction, config.foreground_fraction))
+                                              config.lesion_fraction, config.foreground_fraction,
+                                              config.balance_levels))
             self.weights.append(stage.weight)
             self.log(f"loaded {len(cases)} cases from {stage.path} at {stage.spacing} mm")
         if not self.samplers:
