@@ -60,9 +60,9 @@ class LevelSizes:
 
 
 def numbering_with_sizes(log_probs: np.ndarray, volumes_mm3: np.ndarray, sized: np.ndarray, sizes: LevelSizes,
-                         table: LabelTable, sacrum_in_pieces: bool = False) -> list[int]:
+                         table: LabelTable, sacrum_in_pieces: bool = False) -> tuple[list[int], float]:
     """Label ranks for vertebrae ordered cranio-caudally (rows of ``log_probs``): the numbering that best fits the
-    network's evidence and the size profile together, the case's scale chosen with it."""
+    network's evidence and the size profile together, the case's scale chosen with it; and its score."""
     best_score, best_ranks = -np.inf, None
     for scale in SCALES:
         ranks, score = scored_numbering(log_probs + sizes.log_likelihood(volumes_mm3, sized, scale), table,
@@ -70,7 +70,7 @@ def numbering_with_sizes(log_probs: np.ndarray, volumes_mm3: np.ndarray, sized: 
         score -= 0.5 * (scale / SCALE_PRIOR_SD) ** 2
         if score > best_score:
             best_score, best_ranks = score, ranks
-    return best_ranks
+    return best_ranks, best_score
 
 
 def fit_level_sizes(cases: list[dict[str, float]], iterations: int = 20) -> dict:

@@ -155,16 +155,12 @@ def label_vertebrae(probabilities: np.ndarray, affine: np.ndarray, min_volume_mm
 
 
 def name_instances(instance_map: np.ndarray, centroids_ijk: np.ndarray, log_probs: np.ndarray, affine: np.ndarray,
-                   table: LabelTable, sacrum_in_pieces: bool = False, numbering=None) -> np.ndarray:
+                   table: LabelTable, sacrum_in_pieces: bool = False) -> np.ndarray:
     """Label-table values (uint8) for an instance map (instance n has row n-1 of ``centroids_ijk`` and of
     ``log_probs``, one column per label): the instances in cranio-caudal order (descending superior coordinate
-    of the centroid) get the sequence :func:`consistent_numbering` finds, or ``numbering(log_probs in that
-    order, the order)`` (instance indices from 0)."""
+    of the centroid) get the sequence :func:`consistent_numbering` finds."""
     order = np.argsort(centroids_ijk @ affine[2, :3])[::-1]
-    if numbering is None:
-        ranks = consistent_numbering(log_probs[order], table, sacrum_in_pieces)
-    else:
-        ranks = numbering(log_probs[order], order)
+    ranks = consistent_numbering(log_probs[order], table, sacrum_in_pieces)
     lut = np.zeros(len(centroids_ijk) + 1, dtype=np.uint8)
     lut[order + 1] = [table.labels[rank].value for rank in ranks]
     return lut[instance_map]

@@ -10,11 +10,11 @@ vertebrae are named the way a radiologist counts them:
    vertebral bodies (:func:`split_part`); specks much smaller than the vertebrae around them go, and the seams
    are closed again;
 2. the vertebrae, ordered cranio-caudally, get the label sequence (C1..C7, T1..T12, [T13], L1..L5, [L6],
-   sacrum) that best fits their regions (:func:`.postprocess.name_instances`). The region boundaries
-   anchor the count: the first rib-bearing vertebra is T1, the one above the sacrum L5 (or L6), and a column
-   that starts inside the view starts at C1 (``COLUMN_TOP_MM``). With the model
-   card's size profile the vertebrae's volumes are a second witness (:mod:`.level_sizes`: C2 twice C3, L1 a
-   third larger than T12).
+   sacrum) that best fits their regions (:func:`count_along_column`). The region boundaries anchor the count:
+   the first rib-bearing vertebra is T1, the one above the sacrum L5 (or L6), and a column that starts inside
+   the view starts at C1 (``COLUMN_TOP_MM``). With the model card's size profile the vertebrae's volumes are a
+   second witness (:mod:`.level_sizes`: C2 twice C3, L1 a third larger than T12), which also tells a C1 and C2
+   the network joined from a C1 alone.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from scipy import ndimage
 
 from .labels import LabelTable, load_label_table
 from .level_sizes import LevelSizes, numbering_with_sizes
-from .postprocess import keep_largest_parts, name_instances
+from .postprocess import keep_largest_parts, scored_numbering
 
 SPECK_FRACTION = 0.25  # a part under this fraction of the parts near it is no vertebra (see split_vertebrae)
 NEIGHBOURHOOD_MM = 50.0  # ... the parts whose centres lie within this height
@@ -44,6 +44,9 @@ SIDE_BY_SIDE_MM = 30.0  # pieces at one height and this close in-plane are one v
 # starts inside the view, and a column starts at C1 (the skull above it is no vertebra), which then anchors the
 # count. A view that cuts the column has bone up to its top (the cut vertebra, even a sliver of it).
 COLUMN_TOP_MM = 10.0
+# C1 sits on C2 with no disc between them, and the network may see no seam there: a top vertebra the size of C1 and
+# C2 together may be both, at this cost in log-odds (see count_along_column).
+JOINED_TOP_PENALTY = 2.0
 
 
 def split_vertebrae(foreground: np.ndarray, spacing, min_voxels: int = 1,
@@ -71,10 +74,12 @@ def split_vertebrae(foreground: np.ndarray, spacing, min_voxels: int = 1,
     centres = np.array(ndimage.center_of_mass(np.ones(parts.shape), parts, ids)) * np.asarray(spacing, float)
     heights = centres[:, 2]
     near = np.abs(heights[:, None] - heights[None, :]) <= NEIGHBOURHOOD_MM
-    countable = sizes >= min_voxels  # the median of the vertebrae near, not of the crumbs among them
+    on_column = on_the_column(centres, sizes)
+    # The median of the vertebrae near, not of the crumbs among them: a rib's pieces beside the column can
+    # outnumber the vertebrae at their height.
+    countable = (sizes >= min_voxels) & on_column
     local = np.array([np.median(sizes[row & countable]) if (row & countable).any() else 0.0 for row in near])
     small = (sizes < SPECK_FRACTION * local) | (sizes < min_voxels)
-    on_column = on_the_column(centres, sizes)
     keep = ~small & on_column
     renumber = np.zeros(count + 1, dtype=np.int32)
     renumber[ids[keep]] = np.arange(1, int(keep.sum()) + 1)
@@ -284,21 +289,57 @@ def label_by_regions(probabilities: np.ndarray, affine: np.ndarray, min_volume_m
     if count == 0:
         return out
     centroids = np.array(ndimage.center_of_mass(np.ones(instances.shape), instances, range(1, count + 1)))
-    log_probs = region_log_probs(probabilities[(slice(None), *box)], instances, table)
-    if (foreground.shape[2] - box[2].stop) * spacing[2] >= COLUMN_TOP_MM:
-        top = int(np.argmax(centroids @ affine[2, :3]))
-        log_probs[top, np.arange(len(table)) != table.order(table.by_name("C1").value)] = -np.inf
-    numbering = None
-    if sizes is not None:
-        volumes = np.bincount(instances.ravel(), minlength=count + 1)[1:] * voxel_mm3
-        sized = ~_cut_by_the_grid(instances, box, foreground.shape)
-
-        def numbering(ordered_log_probs, order):
-            return numbering_with_sizes(ordered_log_probs, volumes[order], sized[order], sizes, table, True)
+    order = np.argsort(centroids @ affine[2, :3])[::-1]  # cranio-caudal
+    log_probs = region_log_probs(probabilities[(slice(None), *box)], instances, table)[order]
+    volumes = np.bincount(instances.ravel(), minlength=count + 1)[1:][order] * voxel_mm3
+    sized = ~_cut_by_the_grid(instances, box, foreground.shape)[order]
+    column_top = (foreground.shape[2] - box[2].stop) * spacing[2] >= COLUMN_TOP_MM
+    ranks, joined_share = count_along_column(log_probs, volumes, sized, column_top, table, sizes)
+    lut = np.zeros(count + 1, dtype=np.uint8)
+    lut[order + 1] = [table.labels[rank].value for rank in ranks]
+    named = lut[instances]
+    if joined_share is not None:
+        top = instances == order[0] + 1
+        heights = np.argwhere(top) @ affine[2, :3]
+        named[top] = np.where(heights > np.quantile(heights, joined_share), table.by_name("C1").value,
+                              table.by_name("C2").value)
     # Pieces of one bone named alike (the sacrum's cut-off tip) or joined across a seam: the largest piece stays.
-    named = name_instances(instances, centroids, log_probs, affine, table, sacrum_in_pieces=True, numbering=numbering)
     out[box] = keep_largest_parts(named, min_voxels)
     return out
+
+
+def count_along_column(log_probs: np.ndarray, volumes: np.ndarray, sized: np.ndarray, column_top: bool,
+                       table: LabelTable, sizes: LevelSizes | None = None) -> tuple[list[int], float | None]:
+    """Label ranks for the vertebrae top down (rows of ``log_probs``, their ``volumes`` in mm³, ``sized``: not cut
+    by the view), the top one C1 where the ``column_top`` is in view. Second: where the network saw no seam
+    between C1 and C2 and the top vertebra is the two joined (its volume says so; it is then named C2 and the
+    count goes on at C3), C2's share of it, for the caller to give its upper part to C1; else None."""
+
+    def count(rows: np.ndarray, volumes_seen: np.ndarray) -> tuple[list[int], float]:
+        if sizes is None:
+            return scored_numbering(rows, table, sacrum_in_pieces=True)
+        return numbering_with_sizes(rows, volumes_seen, sized, sizes, table, sacrum_in_pieces=True)
+
+    def top_named(name: str, volumes_seen: np.ndarray) -> tuple[list[int], float]:
+        rows = log_probs.copy()
+        rows[0, np.arange(len(table)) != table.order(table.by_name(name).value)] = -np.inf
+        return count(rows, volumes_seen)
+
+    if not column_top:
+        return count(log_probs, volumes)[0], None
+    ranks, score = top_named("C1", volumes)
+    if sizes is None or not sized[0]:
+        return ranks, None
+    c1, c2 = (np.exp(sizes.log_volume[table.order(table.by_name(n).value)]) for n in ("C1", "C2"))
+    if not np.isfinite(c1 + c2):
+        return ranks, None
+    share = float(c2 / (c1 + c2))
+    joined_volumes = volumes.copy()
+    joined_volumes[0] *= share  # C2's part of a C1 and C2 joined, to be sized as C2
+    joined_ranks, joined_score = top_named("C2", joined_volumes)
+    if joined_score - JOINED_TOP_PENALTY > score:
+        return joined_ranks, share
+    return ranks, None
 
 
 def _cut_by_the_grid(instances: np.ndarray, box: tuple[slice, ...], shape) -> np.ndarray:

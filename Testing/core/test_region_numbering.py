@@ -215,6 +215,39 @@ def test_c2_keeps_its_dens():
     assert names_top_down(labels) == names_top_down(reference)
 
 
+def test_c1_and_c2_joined_by_the_network_are_named_both_and_the_count_goes_on_at_c3():
+    """A network that saw no seam between C1 and C2 (there is no disc between them) gives one top vertebra the
+    size of both. Named C1, it would push every vertebra below one level down; its volume says it is both: it is
+    cut into C1 above and C2 below, and C3 comes next."""
+    sizes = LevelSizes.from_card(fit_level_sizes([whole_vertebra_volumes(_cervical_phantom(seed).labels.array, 8.0)
+                                                  for seed in (31, 32, 33, 34)]), TABLE)
+    reference = _cervical_phantom(37).labels.array
+    c1, c2 = TABLE.by_name("C1").value, TABLE.by_name("C2").value
+    probs = _seamed_probabilities(np.where(reference == c1, c2, reference))  # no seam between C1 and C2
+    affine = _cervical_phantom(37).labels.affine
+    labels = label_by_regions(probs, affine, sizes=sizes)
+    below_c2 = [name for name in names_top_down(reference) if name not in ("C1", "C2")]
+    assert names_top_down(labels)[:2 + len(below_c2)] == ["C1", "C2", *below_c2]
+    for value in (c1, c2):  # split by height in the profile's proportion: most of each lands in its vertebra
+        truth, found = reference == value, labels == value
+        assert 2 * np.count_nonzero(truth & found) / (truth.sum() + found.sum()) > 0.6
+    # A C1 the network did see apart stays C1 alone, C2 below it.
+    assert names_top_down(label_by_regions(_seamed_probabilities(reference), affine, sizes=sizes))[:2] == ["C1", "C2"]
+
+
+def test_rib_crumbs_beside_the_column_do_not_make_a_speck_a_vertebra():
+    """Whether a part is a speck is judged against the vertebrae at its height; many rib crumbs off the column
+    must not lower that yardstick until a speck on the column passes for a vertebra."""
+    background = np.ones((60, 20, 60), dtype=np.float32)
+    for top in (4, 20, 36):  # three vertebrae, 16 voxels apart, bodies 8 voxels high
+        background[3:15, 4:16, top:top + 8] = 0.02
+    background[6:9, 8:11, 31:33] = 0.02  # a speck between two of them (18 voxels against 1152)
+    for k in range(8):  # rib crumbs far to the side at the same heights
+        background[45 + (k % 3) * 5:47 + (k % 3) * 5, 4:6, 6 + 6 * k:8 + 6 * k] = 0.02
+    instances = split_vertebrae(background < 0.5, (1.5, 1.5, 1.5), background=background)
+    assert instances.max() == 3 and instances[7, 9, 32] == 0
+
+
 def test_the_segmenter_counts_when_the_model_card_says_regions(tmp_path):
     """Wiring: a card with ``numbering: regions`` makes the segmenter count the fine pass's parts. The network's
     outputs are replaced: bone blocks given the first class of their region (top block thoracic, then lumbar)."""

@@ -352,3 +352,9 @@ def test_level_sizes_of_the_training_data_go_into_a_counting_models_card(tiny_da
     for name, volume in sizes["volume_mm3"].items():  # two cases: the fit lies between their volumes
         seen = [case[name] for case in measured if name in case]
         assert min(seen) * 0.85 <= volume <= max(seen) * 1.15, (name, volume, seen)
+
+    # Training a counting model writes its own data's profile into the exported card.
+    trainer = Trainer(tiny_config(tiny_dataset, seg_target="regions"), tmp_path / "run", log=lambda *a: None)
+    exported = trainer.export(tmp_path / "trained", trainer.model_card("test", 0.0, "tiny"))
+    trainer.close()
+    assert load_checkpoint(exported).card["postprocessing"]["level_sizes"] == sizes

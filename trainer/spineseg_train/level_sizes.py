@@ -31,17 +31,24 @@ def dataset_volumes(root: str | Path) -> list[dict[str, float]]:
     return volumes
 
 
+def level_sizes_of(datasets: list[str | Path]) -> dict:
+    """The card's ``level_sizes`` document fitted on the datasets' labels (and naming them)."""
+    profile = fit_level_sizes([case for root in datasets for case in dataset_volumes(root)])
+    profile["data"] = [str(root) for root in datasets]
+    LevelSizes.from_card(profile, load_label_table())
+    return profile
+
+
 def record_level_sizes(model: str | Path, datasets: list[str | Path]) -> dict:
     """Fit the profile on the datasets' labels and write it into the model's card; returns it. Only a model
-    that numbers by counting (``numbering: regions``) uses it."""
+    that numbers by counting (``numbering: regions``) uses it; ``train --export`` writes it for such a model
+    from its own training data."""
     card_path = Path(model) / CARD_FILE
     card = json.loads(card_path.read_text())
     if (card.get("postprocessing") or {}).get("numbering") != "regions":
         raise ValueError(f"{model}: level sizes weigh in when the segmenter counts vertebrae; this model's card "
                          "does not say postprocessing.numbering: regions")
-    profile = fit_level_sizes([case for root in datasets for case in dataset_volumes(root)])
-    profile["data"] = [str(root) for root in datasets]
-    LevelSizes.from_card(profile, load_label_table())
+    profile = level_sizes_of(datasets)
     card["postprocessing"]["level_sizes"] = profile
     write_json(card_path, card)
     return profile

@@ -33,6 +33,7 @@ from SpineSegLib.networks import build_network
 from .config import TrainConfig
 from .dataset import load_dataset, read_manifest
 from .distributed import DistributedContext
+from .level_sizes import level_sizes_of
 from .objective import Objective
 from .sampling import PatchSampler, to_stage_grid
 from .validation import EngineValidator, PatchValidator
@@ -430,6 +431,8 @@ class Trainer:
         }
         if self.domains:
             card["training"]["domains"] = list(self.domains)
+        if config.seg_target == "regions" and config.data:  # the count's second witness: its data's sizes
+            card["postprocessing"]["level_sizes"] = level_sizes_of(list(dict.fromkeys(d.path for d in config.data)))
         if self.best.get("dice") is not None:
             card["training"]["validation"] = {"mode": config.val_mode, "data": config.val_data,
                                               "best_dice": self.best["dice"], "best_step": self.best["step"]}
