@@ -29,6 +29,7 @@ the papers' full set on, for binary tasks (a spine-vs-background mask) only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -70,6 +71,12 @@ class StageCase:
         if self.lesion_size is not None:
             return np.asarray(self.lesion_size, dtype=np.float64)
         return np.asarray(self.lesion_sigma, dtype=np.float64) * 4.0
+
+    @cached_property
+    def foreground_by_class(self) -> list[np.ndarray]:
+        """The ``foreground`` voxels grouped by class (one array per vertebra in the case)."""
+        classes = self.classes[tuple(self.foreground.T)]
+        return [self.foreground[classes == c] for c in np.unique(classes)]
 
 
 def to_stage_grid(case: Case, spacing, window=(-1000.0, 1000.0), rng=None,
@@ -212,7 +219,6 @@ class PatchSampler:
                  foreground_fraction: float = 0.5, balance_levels: bool = False):
         self.cases, self.patch, self.rng = cases, patch, rng
         self.balance_levels = balance_levels
-        self._by_level: dict[int, list[np.ndarray]] = {}
         self.augment = (augment if isinstance(augment, AugmentConfig) else AugmentConfig()) if augment else None
         if self.augment is not None:
             self.spatial = augmentation(self.augment)
@@ -228,7 +234,7 @@ class PatchSampler:
         if draw < self.lesion_fraction + self.foreground_fraction and len(case.foreground):
             voxels = case.foreground
             if self.balance_levels:
-                levels = self._levels_of(case)
+                levels = case.foreground_by_class
                 voxels = levels[self.rng.integers(len(levels))]
             return voxels[self.rng.integers(len(voxels))].astype(float)
         # Background: a voxel outside the vertebrae (a few tries; the spine is a small part of a scan).
@@ -237,14 +243,6 @@ class PatchSampler:
             if case.classes[tuple(np.minimum(centre.astype(int), np.array(case.image.shape) - 1))] == 0:
                 break
         return centre
-
-    def _levels_of(self, case: StageCase) -> list[np.ndarray]:
-        """The case's foreground voxels grouped by class, computed once per case."""
-        key = id(case)
-        if key not in self._by_level:
-            classes = case.classes[tuple(case.foreground.T)]
-            self._by_level[key] = [case.foreground[classes == c] for c in np.unique(classes)]
-        return self._by_level[key]
 
     def sample(self) -> dict[str, torch.Tensor]:
         case = self.cases[self.rng.integers(len(self.cases))]
