@@ -1,6 +1,7 @@
 """How well counting from regions (model card ``numbering: regions``) can name vertebrae: the score a perfect
 network would reach, i.e. the phantoms' own labels turned into region probabilities with the seams the trainer
-teaches (``border_voxels``), then counted by the segmenter's post-processing.
+teaches (``border_voxels``), then counted by the segmenter's post-processing (with the phantom CT's bone: the
+ribs weigh in).
 
     python benchmarks/counting_ceiling.py [--count 10] [--seed-start 900000] [--spacing 1.5]
 
@@ -22,6 +23,7 @@ from spineseg_train.phantoms import phantom_config
 from SpineSegLib.labels import load_label_table
 from SpineSegLib.phantom import generate_phantom
 from SpineSegLib.region_numbering import label_by_regions
+from SpineSegLib.rib_evidence import BONE_HU
 
 
 def perfect_probabilities(labels: np.ndarray, border_voxels: int = 1) -> np.ndarray:
@@ -43,7 +45,7 @@ def main() -> None:
         phantom = generate_phantom(phantom_config(seed, args.spacing))
         reference, affine = phantom.labels.array, phantom.labels.affine
         started = time.perf_counter()
-        labels = label_by_regions(perfect_probabilities(reference), affine)
+        labels = label_by_regions(perfect_probabilities(reference), affine, bone=phantom.ct.array > BONE_HU)
         seconds = time.perf_counter() - started
         dice = per_vertebra_dice(labels, reference, [v for v in np.unique(reference) if v])
         identified = identification_metrics(labels, reference, affine)["id_rate"]

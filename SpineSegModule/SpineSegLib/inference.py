@@ -26,6 +26,7 @@ from .progress import CancelToken, ProgressCallback, SubProgress, no_progress
 from .region_numbering import label_by_regions
 from .resources import default_model_path
 from .results import SegmentationResult, vertebra_summary
+from .rib_evidence import bone_mask
 from .volume import Volume
 
 CROP_MARGIN_MM = 20.0
@@ -117,7 +118,7 @@ class Segmenter:
         probs, heat = self._predict(coarse.image, coarse_spec, stage(0.02, 0.35 if not self.fast else 0.85,
                                                                     "coarse pass"))
         timings["coarse_s"] = round(time.perf_counter() - started, 2)
-        grid_affine = coarse.affine
+        grid_affine, grid_image = coarse.affine, coarse.image
         coarse_probs, fine_ran = probs, False
         if not self.fast:
             box = self._spine_box(probs, coarse.affine, canonical)
@@ -128,13 +129,14 @@ class Segmenter:
                 fine_spec = self.stages["fine"]
                 fine = prepare(crop, fine_spec["spacing"], self.window)
                 probs, heat = self._predict(fine.image, fine_spec, stage(0.35, 0.85, "fine pass"))
-                grid_affine, fine_ran = fine.affine, True
+                grid_affine, grid_image, fine_ran = fine.affine, fine.image, True
                 timings["fine_s"] = round(time.perf_counter() - started - timings["coarse_s"], 2)
         cancel.raise_if_cancelled()
         progress(0.86, "post-processing")
         min_mm3 = self.post.get("min_vertebra_mm3", 300.0)
         if self.post.get("numbering", "levels") == "regions":
-            labels_grid = label_by_regions(probs, grid_affine, min_mm3, self.table, self.level_sizes)
+            labels_grid = label_by_regions(probs, grid_affine, min_mm3, self.table, self.level_sizes,
+                                           bone_mask(grid_image[0], self.window))
         elif fine_ran and self.post.get("identity_stage", "fine") == "coarse":
             named = label_vertebrae(coarse_probs, coarse.affine, min_mm3, self.table)
             named = project_labels(named, coarse.affine, probs.shape[1:], grid_affine)

@@ -14,7 +14,8 @@ vertebrae are named the way a radiologist counts them:
    the first rib-bearing vertebra is T1, the one above the sacrum L5 (or L6), and a column that starts inside
    the view starts at C1 (``COLUMN_TOP_MM``). With the model card's size profile the vertebrae's volumes are a
    second witness (:mod:`.level_sizes`: C2 twice C3, L1 a third larger than T12), which also tells a C1 and C2
-   the network joined from a C1 alone.
+   the network joined from a C1 alone; with the CT's bone, the ribs are a third (:mod:`.rib_evidence`: a
+   vertebra that bears ribs is thoracic), which keeps the count where the network calls C7 or L1 thoracic.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from scipy import ndimage
 from .labels import LabelTable, load_label_table
 from .level_sizes import LevelSizes, numbering_with_sizes
 from .postprocess import keep_largest_parts, scored_numbering
+from .rib_evidence import lateral_reach, rib_log_likelihood
 
 SPECK_FRACTION = 0.25  # a part under this fraction of the parts near it is no vertebra (see split_vertebrae)
 NEIGHBOURHOOD_MM = 50.0  # ... the parts whose centres lie within this height
@@ -47,6 +49,7 @@ COLUMN_TOP_MM = 10.0
 # C1 sits on C2 with no disc between them, and the network may see no seam there: a top vertebra the size of C1 and
 # C2 together may be both, at this cost in log-odds (see count_along_column).
 JOINED_TOP_PENALTY = 2.0
+MOSTLY_SEEN = 0.5  # a vertebra the view cut shows whether it bears ribs when it keeps this fraction of a neighbour
 
 
 def split_vertebrae(foreground: np.ndarray, spacing, min_voxels: int = 1,
@@ -265,10 +268,12 @@ def region_log_probs(probabilities: np.ndarray, instances: np.ndarray, table: La
 
 
 def label_by_regions(probabilities: np.ndarray, affine: np.ndarray, min_volume_mm3: float = 300.0,
-                     table: LabelTable | None = None, sizes: LevelSizes | None = None) -> np.ndarray:
+                     table: LabelTable | None = None, sizes: LevelSizes | None = None,
+                     bone: np.ndarray | None = None) -> np.ndarray:
     """Consistently numbered label-table values (uint8) on the model grid from region probabilities
     (``probabilities``: (C, I, J, K) class probabilities, class 0 background, classes grouped by region); with
-    ``sizes``, the vertebrae's volumes weigh in (vertebrae cut by the grid's faces aside)."""
+    ``sizes``, the vertebrae's volumes weigh in (vertebrae cut by the grid's faces aside); with the CT's
+    ``bone`` mask on the same grid (axis 0 left-right), the ribs do (:mod:`.rib_evidence`)."""
     table = table or load_label_table()
     out = np.zeros(probabilities.shape[1:], dtype=np.uint8)
     foreground = probabilities[0] < 0.5
@@ -293,6 +298,8 @@ def label_by_regions(probabilities: np.ndarray, affine: np.ndarray, min_volume_m
     log_probs = region_log_probs(probabilities[(slice(None), *box)], instances, table)[order]
     volumes = np.bincount(instances.ravel(), minlength=count + 1)[1:][order] * voxel_mm3
     sized = ~_cut_by_the_grid(instances, box, foreground.shape)[order]
+    if bone is not None:
+        log_probs += _rib_rows(bone, instances, box, order, volumes, spacing, table)
     column_top = (foreground.shape[2] - box[2].stop) * spacing[2] >= COLUMN_TOP_MM
     ranks, joined_share = count_along_column(log_probs, volumes, sized, column_top, table, sizes)
     lut = np.zeros(count + 1, dtype=np.uint8)
@@ -340,6 +347,20 @@ def count_along_column(log_probs: np.ndarray, volumes: np.ndarray, sized: np.nda
     if joined_score - JOINED_TOP_PENALTY > score:
         return joined_ranks, share
     return ranks, None
+
+
+def _rib_rows(bone: np.ndarray, instances: np.ndarray, box: tuple[slice, ...], order: np.ndarray,
+              volumes: np.ndarray, spacing, table: LabelTable) -> np.ndarray:
+    """:func:`.rib_evidence.rib_log_likelihood` of the instances (found inside ``box`` of the ``bone`` grid), in
+    cranio-caudal ``order`` (their ``volumes`` in that order). A vertebra the view's end cut to under
+    ``MOSTLY_SEEN`` of its neighbour in the column is partly seen: it may have lost its ribs with the cut."""
+    on_grid = np.zeros(bone.shape, dtype=np.int32)
+    on_grid[box] = instances
+    at_the_ends = np.zeros(int(instances.max()) + 1, dtype=bool)
+    at_the_ends[np.unique(on_grid[:, :, [0, -1]])] = True
+    neighbour = np.r_[volumes[1:2], volumes[:-1]] if len(volumes) > 1 else volumes
+    partly_seen = at_the_ends[1:][order] & (volumes < MOSTLY_SEEN * neighbour)
+    return rib_log_likelihood(lateral_reach(bone, on_grid, spacing)[order], partly_seen, table)
 
 
 def _cut_by_the_grid(instances: np.ndarray, box: tuple[slice, ...], shape) -> np.ndarray:

@@ -5,6 +5,7 @@ phantom's own labels (a perfect network), so these tests check the counting, not
 
 import numpy as np
 import pytest
+from counting_fixtures import names_top_down, seamed_probabilities
 from scipy import ndimage
 
 from SpineSegLib.labels import load_label_table
@@ -31,12 +32,6 @@ def column_probabilities(regions: str, rng: np.random.Generator, height: int = 8
         probs[rng.choice(classes), 4:12, 4:12, top - height:top] = 1.0
     probs[0] = 1.0 - probs[1:].sum(axis=0)
     return probs
-
-
-def names_top_down(labels: np.ndarray) -> list[str]:
-    values = [v for v in np.unique(labels) if v]
-    heights = ndimage.center_of_mass(labels > 0, labels, values)
-    return [TABLE.by_value(v).name for _, v in sorted(zip([-h[2] for h in heights], values, strict=True))]
 
 
 @pytest.mark.parametrize("regions, expected", [
@@ -180,20 +175,12 @@ def test_bone_beside_a_vertebra_is_split_off_at_a_weak_seam():
     assert split_vertebrae(background < 0.5, (1.5, 1.5, 1.5), background=background).max() == 2
 
 
-def _seamed_probabilities(labels: np.ndarray) -> np.ndarray:
-    """One-hot probabilities of a label map, with the seam the trainer teaches where two vertebrae touch."""
-    highest = ndimage.maximum_filter(labels, size=3)
-    lowest = ndimage.minimum_filter(np.where(labels > 0, labels, 255), size=3)
-    classes = np.where((labels > 0) & (highest != lowest), 0, LUT[labels])
-    return (np.arange(TABLE.num_classes)[:, None, None, None] == classes[None]).astype(np.float32)
-
-
 @pytest.mark.parametrize("region, variant", [("thoracolumbar", "none"), ("whole", "L6")])
 def test_a_perfect_network_names_every_vertebra_of_a_phantom(region, variant):
     phantom = generate_phantom(PhantomConfig(seed=11, region=region, spacing=(2.0, 2.0, 2.0), variant=variant,
                                              lesions=0))
     reference = phantom.labels.array
-    labels = label_by_regions(_seamed_probabilities(reference), phantom.labels.affine)
+    labels = label_by_regions(seamed_probabilities(reference), phantom.labels.affine)
     cut_by_the_view = set(np.unique(reference[..., [0, -1]]))  # (may be too small to keep)
     dice = {}
     for value in set(np.unique(reference)) - cut_by_the_view - {0}:
@@ -211,7 +198,7 @@ def test_c2_keeps_its_dens():
     phantom = generate_phantom(PhantomConfig(seed=900007, region="whole", spacing=(1.5, 1.5, 1.5), lesions=1,
                                              variant="random"))
     reference = phantom.labels.array
-    labels = label_by_regions(_seamed_probabilities(reference), phantom.labels.affine)
+    labels = label_by_regions(seamed_probabilities(reference), phantom.labels.affine)
     assert names_top_down(labels) == names_top_down(reference)
 
 
@@ -223,7 +210,7 @@ def test_c1_and_c2_joined_by_the_network_are_named_both_and_the_count_goes_on_at
                                                   for seed in (31, 32, 33, 34)]), TABLE)
     reference = _cervical_phantom(37).labels.array
     c1, c2 = TABLE.by_name("C1").value, TABLE.by_name("C2").value
-    probs = _seamed_probabilities(np.where(reference == c1, c2, reference))  # no seam between C1 and C2
+    probs = seamed_probabilities(np.where(reference == c1, c2, reference))  # no seam between C1 and C2
     affine = _cervical_phantom(37).labels.affine
     labels = label_by_regions(probs, affine, sizes=sizes)
     below_c2 = [name for name in names_top_down(reference) if name not in ("C1", "C2")]
@@ -232,7 +219,7 @@ def test_c1_and_c2_joined_by_the_network_are_named_both_and_the_count_goes_on_at
         truth, found = reference == value, labels == value
         assert 2 * np.count_nonzero(truth & found) / (truth.sum() + found.sum()) > 0.6
     # A C1 the network did see apart stays C1 alone, C2 below it.
-    assert names_top_down(label_by_regions(_seamed_probabilities(reference), affine, sizes=sizes))[:2] == ["C1", "C2"]
+    assert names_top_down(label_by_regions(seamed_probabilities(reference), affine, sizes=sizes))[:2] == ["C1", "C2"]
 
 
 def test_rib_crumbs_beside_the_column_do_not_make_a_speck_a_vertebra():
@@ -318,7 +305,7 @@ def _fooled_cervical_view(seed, cut_at_c1: bool):
     fooled = reference.copy()
     for index, name in enumerate(("C3", "C4", "C5", "C6", "C7")):
         fooled[reference == TABLE.by_name(name).value] = TABLE.by_name(f"T{index + 1}").value
-    probs = 0.6 * _seamed_probabilities(fooled) + 0.4 * _seamed_probabilities(reference)
+    probs = 0.6 * seamed_probabilities(fooled) + 0.4 * seamed_probabilities(reference)
     if cut_at_c1:
         top = np.flatnonzero((reference > 0).any(axis=(0, 1)))[-1]
         reference, probs = reference[..., :top + 1], probs[..., :top + 1]

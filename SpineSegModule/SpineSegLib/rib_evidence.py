@@ -1,0 +1,85 @@
+"""Ribs as a witness to the count: a vertebra that bears ribs is thoracic (used by :mod:`.region_numbering`).
+
+A radiologist finds T1 as the first vertebra with a rib and T12 as the last; the network's region calls are
+weakest exactly there (it calls L1 or C7 thoracic now and then, and the whole count slides a level). Ribs are
+plain to see in the CT itself: long, thin bones that touch a vertebra and run far out to the side. So, for each
+vertebra, its *lateral reach* is how far from its midline (in mm, along the patient's left-right axis) it or a
+rib-sized bone touching it extends: about 30-45 mm for cervical and lumbar vertebrae (their transverse
+processes), 45-150 mm for thoracic ones. Where the network took a rib's head into the vertebra, the vertebra
+itself reaches far; where it left the rib out, the rib touching it does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from .labels import LabelTable
+
+BONE_HU = 200.0  # bone: cortical and cancellous bone and a thin rib blurred by the scanner lie above this
+GAP_MM = 3.0  # bone this close to a vertebra is its own rim (a mask is never exact), not a separate bone
+TOUCH_MM = 6.0  # ... a separate bone this close touches it (a costovertebral joint is a few mm wide)
+FAR_MM = 12.0  # a rib runs at least this far from the vertebra; bone that does not is a left-out process
+RIB_MAX_MM3 = 25000.0  # a rib beyond FAR_MM is under this volume; the pelvis beside L5 is ten times more
+RIB_REACH_MM = 45.0  # lateral reach at which a vertebra is as likely to bear ribs as not
+RIB_REACH_SPREAD_MM = 3.0  # ... and the reach that changes the odds e-fold
+RIB_LOG_ODDS = 4.0  # the most the ribs may say, in log-odds: a vertebra's region calls can still outweigh them
+
+
+def bone_mask(image, window) -> np.ndarray:
+    """Bone in a network's input ``image`` (intensities scaled from the HU ``window`` to [0, 1])."""
+    low, high = window
+    return np.asarray(image) > (BONE_HU - low) / (high - low)
+
+
+def lateral_reach(bone: np.ndarray, instances: np.ndarray, spacing) -> np.ndarray:
+    """Per instance (1..n of ``instances``, on a grid whose axis 0 runs left-right; ``spacing`` in mm): how far
+    from its midline (the median left-right position of its voxels) it, or a rib-sized ``bone`` part touching
+    it, extends, in mm."""
+    count = int(instances.max())
+    spacing = np.asarray(spacing, dtype=float)
+    vertebrae = instances > 0
+    surface = vertebrae & ~ndimage.binary_erosion(vertebrae)
+    # Distances from the bone outside the vertebrae to their surface, within FAR_MM (infinite beyond): only the
+    # bone is asked, which is far quicker than a distance map of the whole grid.
+    outside = np.argwhere(bone & ~vertebrae)
+    distance, nearest = cKDTree(np.argwhere(surface) * spacing).query(outside * spacing, distance_upper_bound=FAR_MM)
+    loose = np.zeros(bone.shape, dtype=bool)
+    loose[tuple(outside[distance > GAP_MM].T)] = True
+    pieces, piece_count = ndimage.label(loose, np.ones((3, 3, 3), dtype=bool))
+    piece_of = pieces[tuple(outside.T)]
+    far_mm3 = np.bincount(piece_of[np.isinf(distance)], minlength=piece_count + 1) * float(np.prod(spacing))
+    rib_sized = (far_mm3 > 0) & (far_mm3 <= RIB_MAX_MM3)
+    rib_sized[0] = False
+
+    x_mm = np.arange(instances.shape[0]) * spacing[0]
+    midline, reach = np.zeros(count), np.zeros(count)
+    for index, box in enumerate(ndimage.find_objects(instances)):
+        if box is None:
+            continue
+        xs = np.broadcast_to(x_mm[box[0]][:, None, None], instances[box].shape)[instances[box] == index + 1]
+        midline[index] = np.median(xs)
+        reach[index] = np.abs(xs - midline[index]).max()
+    touching = rib_sized[piece_of] & (distance <= TOUCH_MM)
+    owners = instances[surface][nearest[touching]]
+    piece_boxes = ndimage.find_objects(pieces)
+    for piece, instance in np.unique(np.stack([piece_of[touching], owners]), axis=1).T:
+        across = piece_boxes[piece - 1][0]
+        ends = x_mm[[across.start, across.stop - 1]] - midline[instance - 1]
+        reach[instance - 1] = max(reach[instance - 1], float(np.abs(ends).max()))
+    return reach
+
+
+def rib_log_likelihood(reach: np.ndarray, partly_seen: np.ndarray, table: LabelTable) -> np.ndarray:
+    """Per vertebra (rows, ordered like ``reach``) and label (columns): the log-likelihood of its ``reach`` if it
+    had that label's region: thoracic labels bear ribs, cervical and lumbar ones do not; the sacrum (its wings
+    and the pelvis reach far) is left to the network. A vertebra ``partly_seen`` (cut by the view) that shows no
+    rib may have lost it with the cut, so says nothing."""
+    log_odds = np.clip((reach - RIB_REACH_MM) / RIB_REACH_SPREAD_MM, -RIB_LOG_ODDS, RIB_LOG_ODDS)
+    log_ribs, log_none = -np.logaddexp(0.0, -log_odds), -np.logaddexp(0.0, log_odds)
+    regions = np.array([label.region for label in table.labels])
+    rows = np.where(regions[None, :] == "thoracic", log_ribs[:, None], log_none[:, None])
+    rows[:, regions == "sacral"] = 0.0
+    rows[partly_seen & (log_odds < 0)] = 0.0
+    return rows
