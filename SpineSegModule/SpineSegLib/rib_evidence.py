@@ -16,6 +16,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from .labels import LabelTable
+from .preprocess import normalize_intensity
 
 BONE_HU = 200.0  # bone: cortical and cancellous bone and a thin rib blurred by the scanner lie above this
 GAP_MM = 3.0  # bone this close to a vertebra is its own rim (a mask is never exact), not a separate bone
@@ -29,8 +30,7 @@ RIB_LOG_ODDS = 4.0  # the most the ribs may say, in log-odds: a vertebra's regio
 
 def bone_mask(image, window) -> np.ndarray:
     """Bone in a network's input ``image`` (intensities scaled from the HU ``window`` to [0, 1])."""
-    low, high = window
-    return np.asarray(image) > (BONE_HU - low) / (high - low)
+    return np.asarray(image) > float(normalize_intensity(np.float32(BONE_HU), window))
 
 
 def lateral_reach(bone: np.ndarray, instances: np.ndarray, spacing) -> np.ndarray:
@@ -54,20 +54,23 @@ def lateral_reach(bone: np.ndarray, instances: np.ndarray, spacing) -> np.ndarra
     rib_sized[0] = False
 
     x_mm = np.arange(instances.shape[0]) * spacing[0]
+
+    def farthest(across: slice, midline: float) -> float:
+        """How far from ``midline`` a part spanning ``across`` (its box along axis 0) reaches, in mm."""
+        return float(np.abs(x_mm[[across.start, across.stop - 1]] - midline).max())
+
     midline, reach = np.zeros(count), np.zeros(count)
     for index, box in enumerate(ndimage.find_objects(instances)):
         if box is None:
             continue
         xs = np.broadcast_to(x_mm[box[0]][:, None, None], instances[box].shape)[instances[box] == index + 1]
         midline[index] = np.median(xs)
-        reach[index] = np.abs(xs - midline[index]).max()
+        reach[index] = farthest(box[0], midline[index])
     touching = rib_sized[piece_of] & (distance <= TOUCH_MM)
     owners = instances[surface][nearest[touching]]
     piece_boxes = ndimage.find_objects(pieces)
     for piece, instance in np.unique(np.stack([piece_of[touching], owners]), axis=1).T:
-        across = piece_boxes[piece - 1][0]
-        ends = x_mm[[across.start, across.stop - 1]] - midline[instance - 1]
-        reach[instance - 1] = max(reach[instance - 1], float(np.abs(ends).max()))
+        reach[instance - 1] = max(reach[instance - 1], farthest(piece_boxes[piece - 1][0], midline[instance - 1]))
     return reach
 
 

@@ -11,6 +11,7 @@ from scipy import ndimage
 
 from SpineSegLib.labels import load_label_table
 from SpineSegLib.phantom import PhantomConfig, generate_phantom
+from SpineSegLib.preprocess import normalize_intensity
 from SpineSegLib.region_numbering import label_by_regions
 from SpineSegLib.rib_evidence import BONE_HU, bone_mask, lateral_reach, rib_log_likelihood
 
@@ -84,7 +85,8 @@ def test_the_ribs_keep_the_count_where_the_network_calls_c6_c7_l1_l2_thoracic():
     truth = names_top_down(reference)
     assert truth[0] == "C6" and truth[-1] == "L2"
     assert names_top_down(label_by_regions(probs, affine)) != truth
-    bone = bone_mask((_phantom("thoracic").ct.array + 1000.0) / 2000.0, (-1000.0, 1000.0))
+    window = (-1000.0, 1000.0)
+    bone = bone_mask(normalize_intensity(_phantom("thoracic").ct.array, window), window)
     assert names_top_down(label_by_regions(probs, affine, bone=bone)) == truth
 
 
