@@ -62,13 +62,15 @@ class LevelSizes:
 
 
 def numbering_with_sizes(log_probs: np.ndarray, volumes_mm3: np.ndarray, sized: np.ndarray, sizes: LevelSizes,
-                         table: LabelTable, sacrum_in_pieces: bool = False) -> tuple[list[int], float]:
+                         table: LabelTable, sacrum_in_pieces: bool = False,
+                         skip_log_odds: np.ndarray | None = None) -> tuple[list[int], float]:
     """Label ranks for vertebrae ordered cranio-caudally (rows of ``log_probs``): the numbering that best fits the
-    network's evidence and the size profile together, the case's scale chosen with it; and its score."""
+    network's evidence and the size profile together, the case's scale chosen with it; and its score
+    (``skip_log_odds``: see :func:`.postprocess.scored_numbering`)."""
     best_score, best_ranks = -np.inf, None
     for scale in SCALES:
         ranks, score = scored_numbering(log_probs + sizes.log_likelihood(volumes_mm3, sized, scale), table,
-                                        sacrum_in_pieces)
+                                        sacrum_in_pieces, skip_log_odds)
         score -= 0.5 * (scale / SCALE_PRIOR_SD) ** 2
         if score > best_score:
             best_score, best_ranks = score, ranks

@@ -36,28 +36,29 @@ class Instance:
     log_prob: np.ndarray  # mean log class-probability over the instance, per label (no background)
 
 
-def _label_successors(table: LabelTable, sacrum_in_pieces: bool = False) -> dict[int, list[tuple[int, float]]]:
-    """For each label index (cranio-caudal rank), the ranks that may follow it and the transition cost."""
+def _label_successors(table: LabelTable, sacrum_in_pieces: bool = False) -> dict[int, list[tuple[int, float, bool]]]:
+    """For each label index (cranio-caudal rank), the ranks that may follow it, the transition cost and whether
+    the transition skips a level."""
     names = table.names
     rank = {name: i for i, name in enumerate(names)}
-    successors: dict[int, list[tuple[int, float]]] = {i: [] for i in range(len(names))}
+    successors: dict[int, list[tuple[int, float, bool]]] = {i: [] for i in range(len(names))}
     canonical = [n for n in names if not table.by_name(n).variant]
     for a, b in zip(canonical, canonical[1:]):
-        successors[rank[a]].append((rank[b], 0.0))
+        successors[rank[a]].append((rank[b], 0.0, False))
     for variant, before, after in (("T13", "T12", "L1"), ("L6", "L5", "sacrum")):
         if variant in rank:
-            successors[rank[before]].append((rank[variant], VARIANT_PENALTY))
-            successors[rank[variant]].append((rank[after], 0.0))
+            successors[rank[before]].append((rank[variant], VARIANT_PENALTY, False))
+            successors[rank[variant]].append((rank[after], 0.0, False))
     # The sacrum, five fused vertebrae, may come in pieces: each is sacrum (the caller keeps the largest).
     if sacrum_in_pieces and "sacrum" in rank:
-        successors[rank["sacrum"]].append((rank["sacrum"], SACRAL_PIECE_PENALTY))
+        successors[rank["sacrum"]].append((rank["sacrum"], SACRAL_PIECE_PENALTY, False))
     # One missing vertebra between two found ones (e.g. merged into a neighbour): allowed, but costly.
     direct = {a: list(following) for a, following in successors.items()}
     for a in direct:
-        for b, cost in direct[a]:
-            for c, cost2 in direct[b]:
-                if all(c != s for s, _ in successors[a]):
-                    successors[a].append((c, cost + cost2 + SKIP_PENALTY))
+        for b, cost, _ in direct[a]:
+            for c, cost2, _ in direct[b]:
+                if all(c != s for s, _, _ in successors[a]):
+                    successors[a].append((c, cost + cost2 + SKIP_PENALTY, True))
     return successors
 
 
@@ -68,13 +69,18 @@ def consistent_numbering(log_probs: np.ndarray, table: LabelTable | None = None,
     return scored_numbering(log_probs, table or load_label_table(), sacrum_in_pieces)[0]
 
 
-def scored_numbering(log_probs: np.ndarray, table: LabelTable,
-                     sacrum_in_pieces: bool = False) -> tuple[list[int], float]:
-    """:func:`consistent_numbering` with its score (summed log-probabilities less the transitions' costs)."""
+def scored_numbering(log_probs: np.ndarray, table: LabelTable, sacrum_in_pieces: bool = False,
+                     skip_log_odds: np.ndarray | None = None) -> tuple[list[int], float]:
+    """:func:`consistent_numbering` with its score (summed log-probabilities less the transitions' costs). With
+    ``skip_log_odds`` (per row: the log-odds that a vertebra is missing between it and the row above, see
+    :mod:`.column_gaps`), a transition that skips a level there gains them; not one into the sacrum, whose centre
+    lies further from L5's by anatomy."""
     n, k = log_probs.shape
     if n == 0:
         return [], 0.0
     successors = _label_successors(table, sacrum_in_pieces)
+    sacrum = table.order(table.by_name("sacrum").value) if "sacrum" in table.names else -1
+    gaps = np.zeros(n) if skip_log_odds is None else np.asarray(skip_log_odds, float)
     score = log_probs[0].copy()
     back = np.full((n, k), -1, dtype=np.int64)
     for row in range(1, n):
@@ -82,8 +88,8 @@ def scored_numbering(log_probs: np.ndarray, table: LabelTable,
         for a in range(k):
             if not np.isfinite(score[a]):
                 continue
-            for b, cost in successors[a]:
-                candidate = score[a] - cost + log_probs[row, b]
+            for b, cost, skips in successors[a]:
+                candidate = score[a] - cost + log_probs[row, b] + (gaps[row] if skips and b != sacrum else 0.0)
                 if candidate > new[b]:
                     new[b], back[row, b] = candidate, a
         score = new

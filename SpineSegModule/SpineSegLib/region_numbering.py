@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from .column_gaps import missing_vertebra_log_odds, step_log_ratios
 from .labels import LabelTable, load_label_table
 from .level_sizes import LevelSizes, numbering_with_sizes
 from .postprocess import keep_largest_parts, scored_numbering
@@ -50,6 +51,9 @@ COLUMN_TOP_MM = 10.0
 # C2 together may be both, at this cost in log-odds (see count_along_column).
 JOINED_TOP_PENALTY = 2.0
 MOSTLY_SEEN = 0.5  # a vertebra the view cut shows whether it bears ribs when it keeps this fraction of a neighbour
+# ... and its centre lies near enough to where it would be to measure a step from it (a gap in the column) when it
+# keeps this much: cut by a quarter, its centre moves an eighth of its height.
+NEARLY_WHOLE = 0.75
 
 
 def split_vertebrae(foreground: np.ndarray, spacing, min_voxels: int = 1,
@@ -300,8 +304,10 @@ def label_by_regions(probabilities: np.ndarray, affine: np.ndarray, min_volume_m
     sized = ~_cut_by_the_grid(instances, box, foreground.shape)[order]
     if bone is not None:
         log_probs += _rib_rows(bone, instances, box, order, volumes, spacing, table)
+    nearly_whole = sized | (volumes >= NEARLY_WHOLE * _neighbour_volumes(volumes))
+    steps = step_log_ratios(centroids[order] * spacing, nearly_whole)
     column_top = (foreground.shape[2] - box[2].stop) * spacing[2] >= COLUMN_TOP_MM
-    ranks, joined_share = count_along_column(log_probs, volumes, sized, column_top, table, sizes)
+    ranks, joined_share = count_along_column(log_probs, volumes, sized, column_top, table, sizes, steps)
     lut = np.zeros(count + 1, dtype=np.uint8)
     lut[order + 1] = [table.labels[rank].value for rank in ranks]
     named = lut[instances]
@@ -316,25 +322,33 @@ def label_by_regions(probabilities: np.ndarray, affine: np.ndarray, min_volume_m
 
 
 def count_along_column(log_probs: np.ndarray, volumes: np.ndarray, sized: np.ndarray, column_top: bool,
-                       table: LabelTable, sizes: LevelSizes | None = None) -> tuple[list[int], float | None]:
+                       table: LabelTable, sizes: LevelSizes | None = None,
+                       steps: np.ndarray | None = None) -> tuple[list[int], float | None]:
     """Label ranks for the vertebrae top down (rows of ``log_probs``, their ``volumes`` in mm³, ``sized``: not cut
-    by the view), the top one C1 where the ``column_top`` is in view. Second: where the network saw no seam
-    between C1 and C2 and the top vertebra is the two joined (its volume says so; it is then named C2 and the
-    count goes on at C3), C2's share of it, for the caller to give its upper part to C1; else None."""
+    by the view), the top one C1 where the ``column_top`` is in view; with the ``steps`` between them
+    (:func:`.column_gaps.step_log_ratios`), a gap in the column may be a vertebra left out. Second: where the
+    network saw no seam between C1 and C2 and the top vertebra is the two joined (its volume says so; it is then
+    named C2 and the count goes on at C3), C2's share of it, for the caller to give its upper part to C1; else
+    None."""
 
-    def count(rows: np.ndarray, volumes_seen: np.ndarray) -> tuple[list[int], float]:
+    def count(rows: np.ndarray, volumes_seen: np.ndarray, gaps: np.ndarray | None) -> tuple[list[int], float]:
         if sizes is None:
-            return scored_numbering(rows, table, sacrum_in_pieces=True)
-        return numbering_with_sizes(rows, volumes_seen, sized, sizes, table, sacrum_in_pieces=True)
+            return scored_numbering(rows, table, sacrum_in_pieces=True, skip_log_odds=gaps)
+        return numbering_with_sizes(rows, volumes_seen, sized, sizes, table, sacrum_in_pieces=True,
+                                    skip_log_odds=gaps)
 
-    def top_named(name: str, volumes_seen: np.ndarray) -> tuple[list[int], float]:
+    def top_named(name: str, volumes_seen: np.ndarray, gaps: np.ndarray | None) -> tuple[list[int], float]:
         rows = log_probs.copy()
         rows[0, np.arange(len(table)) != table.order(table.by_name(name).value)] = -np.inf
-        return count(rows, volumes_seen)
+        return count(rows, volumes_seen, gaps)
 
+    steps = np.full(len(log_probs), np.nan) if steps is None else np.asarray(steps, float)
     if not column_top:
-        return count(log_probs, volumes)[0], None
-    ranks, score = top_named("C1", volumes)
+        return count(log_probs, volumes, missing_vertebra_log_odds(steps))[0], None
+    # The top vertebra may be C1 and C2 joined (below): then its centre lies half a step above C2's, and a step of
+    # one and a half from it to the next is no gap. Taken as C1, the step below it says nothing of one.
+    ranks, score = top_named("C1", volumes, missing_vertebra_log_odds(np.where(np.arange(len(steps)) == 1, np.nan,
+                                                                                 steps)))
     if sizes is None or not sized[0]:
         return ranks, None
     c1, c2 = (np.exp(sizes.log_volume[table.order(table.by_name(n).value)]) for n in ("C1", "C2"))
@@ -343,7 +357,8 @@ def count_along_column(log_probs: np.ndarray, volumes: np.ndarray, sized: np.nda
     share = float(c2 / (c1 + c2))
     joined_volumes = volumes.copy()
     joined_volumes[0] *= share  # C2's part of a C1 and C2 joined, to be sized as C2
-    joined_ranks, joined_score = top_named("C2", joined_volumes)
+    joined_steps = np.where(np.arange(len(steps)) == 1, steps - np.log(1.5), steps)
+    joined_ranks, joined_score = top_named("C2", joined_volumes, missing_vertebra_log_odds(joined_steps))
     if joined_score - JOINED_TOP_PENALTY > score:
         return joined_ranks, share
     return ranks, None
@@ -358,9 +373,13 @@ def _rib_rows(bone: np.ndarray, instances: np.ndarray, box: tuple[slice, ...], o
     on_grid[box] = instances
     at_the_ends = np.zeros(int(instances.max()) + 1, dtype=bool)
     at_the_ends[np.unique(on_grid[:, :, [0, -1]])] = True
-    neighbour = np.r_[volumes[1:2], volumes[:-1]] if len(volumes) > 1 else volumes
-    partly_seen = at_the_ends[1:][order] & (volumes < MOSTLY_SEEN * neighbour)
+    partly_seen = at_the_ends[1:][order] & (volumes < MOSTLY_SEEN * _neighbour_volumes(volumes))
     return rib_log_likelihood(lateral_reach(bone, on_grid, spacing)[order], partly_seen, table)
+
+
+def _neighbour_volumes(volumes: np.ndarray) -> np.ndarray:
+    """Per vertebra top down, the volume of the one above it (for the top one, the one below)."""
+    return np.r_[volumes[1:2], volumes[:-1]] if len(volumes) > 1 else volumes
 
 
 def _cut_by_the_grid(instances: np.ndarray, box: tuple[slice, ...], shape) -> np.ndarray:
