@@ -30,6 +30,9 @@ from .rib_evidence import bone_mask
 from .volume import Volume
 
 CROP_MARGIN_MM = 20.0
+# Heatmap values under this are written as 0: no lesion evidence. Without the floor the network's near-zero output
+# fills the spine's crop with incompressible noise (a 137 MB heatmap file for a clinical-size CT; 0.4 MB with it).
+HEATMAP_FLOOR = 0.01
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -151,6 +154,7 @@ class Segmenter:
         progress(0.92, "mapping to the input grid")
         labels_canonical = project_labels(labels_grid, grid_affine, canonical.shape, canonical.affine)
         heat_canonical = project_linear(heat.max(axis=0), grid_affine, canonical.shape, canonical.affine)
+        heat_canonical[heat_canonical < HEATMAP_FLOOR] = 0.0
         labels = Volume(orientation.from_canonical(labels_canonical), ct.affine)
         heatmap = Volume(orientation.from_canonical(heat_canonical), ct.affine)
         cancel.raise_if_cancelled()
@@ -199,12 +203,18 @@ def _grid_mapping(source_affine, target_affine):
     return np.diag(mapping)[:3], mapping[:3, 3]
 
 
-def _inside_source(scale, offset, source_shape, lo, hi) -> np.ndarray:
-    """Mask of target voxels [lo, hi) that fall within the source grid's extent (its voxels' outer faces)."""
+def _inside_axes(scale, offset, source_shape, lo, hi) -> list[np.ndarray]:
+    """Per axis, which target voxels [lo, hi) fall within the source grid's extent (its voxels' outer faces)."""
     axes = []
     for axis in range(3):
         source = scale[axis] * np.arange(lo[axis], hi[axis]) + offset[axis]
         axes.append((source >= -0.5) & (source <= source_shape[axis] - 0.5))
+    return axes
+
+
+def _inside_source(scale, offset, source_shape, lo, hi) -> np.ndarray:
+    """Mask of target voxels [lo, hi) that fall within the source grid's extent."""
+    axes = _inside_axes(scale, offset, source_shape, lo, hi)
     return axes[0][:, None, None] & axes[1][None, :, None] & axes[2][None, None, :]
 
 
@@ -212,9 +222,16 @@ def project_linear(values: np.ndarray, source_affine, target_shape, target_affin
     """Linear interpolation of a model-grid array onto a canonical grid; zero outside the model grid's extent
     (a crop), edge values continued over the last half voxel inside it."""
     scale, offset = _grid_mapping(source_affine, target_affine)
-    out = ndimage.affine_transform(values.astype(np.float32), scale, offset, output_shape=tuple(target_shape),
-                                   order=1, mode="nearest").astype(np.float32)
-    out[~_inside_source(scale, offset, values.shape, (0, 0, 0), target_shape)] = 0.0
+    out = np.zeros(tuple(target_shape), dtype=np.float32)
+    axes = _inside_axes(scale, offset, values.shape, (0, 0, 0), target_shape)
+    if not all(axis.any() for axis in axes):
+        return out
+    # Only the box the model grid covers is interpolated (the grids are axis-aligned, so it is one box): on a
+    # clinical CT the spine's crop is a fraction of the grid.
+    lo = np.array([int(np.argmax(axis)) for axis in axes])
+    hi = np.array([len(axis) - int(np.argmax(axis[::-1])) for axis in axes])
+    out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = ndimage.affine_transform(
+        values.astype(np.float32), scale, offset + scale * lo, output_shape=tuple(hi - lo), order=1, mode="nearest")
     return out
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from .io import atomic_output_dir, read_volume, write_json, write_nifti
 from .labels import LabelTable, load_label_table
@@ -42,16 +43,20 @@ def vertebra_summary(labels: Volume, lesions: list[dict], table: LabelTable | No
     table = table or load_label_table()
     voxel_mm3 = float(abs(np.linalg.det(labels.affine[:3, :3])))
     array = np.asarray(labels.array)
-    counts = np.bincount(array.ravel().astype(np.int64), minlength=256)
+    if array.dtype.kind not in "iu":
+        array = array.astype(np.int64)
+    boxes = ndimage.find_objects(array)  # one pass over the grid; each vertebra is then looked at in its box
     summary = []
     for label in table:
-        if counts[label.value] == 0:
+        box = boxes[label.value - 1] if label.value <= len(boxes) else None
+        if box is None:
             continue
-        ijk = np.argwhere(array == label.value).mean(axis=0)
+        voxels = np.argwhere(array[box] == label.value)
+        ijk = voxels.mean(axis=0) + [axis.start for axis in box]
         summary.append({
             "name": label.name,
             "label": label.value,
-            "volume_mm3": round(float(counts[label.value]) * voxel_mm3, 1),
+            "volume_mm3": round(len(voxels) * voxel_mm3, 1),
             "centroid_ras": [round(float(c), 2) for c in labels.voxel_to_ras(ijk)[0]],
             "lesions": [lesion["id"] for lesion in lesions if lesion.get("vertebra_label") == label.value],
         })

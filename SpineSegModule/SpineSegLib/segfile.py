@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from .io import atomic_write_bytes
 from .labels import LabelTable, load_label_table
@@ -37,13 +38,13 @@ def write_seg_nrrd(labels: Volume, path: str | Path, table: LabelTable | None = 
         "Segmentation_ContainedRepresentationNames": "Binary labelmap|",
         "Segmentation_ReferenceImageExtentOffset": "0 0 0",
     }
-    present = set(np.unique(array).tolist()) - {0}
+    boxes = dict(enumerate(ndimage.find_objects(array), start=1))  # one pass: which labels, and where
+    present = {value for value, box in boxes.items() if box is not None}
     unknown = sorted(present - set(table.values))
     if unknown:
         raise ValueError(f"labelmap holds values {unknown} that are not in the label table")
     for index, label in enumerate(lab for lab in table if lab.value in present):
-        where = np.nonzero(array == label.value)
-        extent = " ".join(f"{int(w.min())} {int(w.max())}" for w in where)
+        extent = " ".join(f"{axis.start} {axis.stop - 1}" for axis in boxes[label.value])
         prefix = f"Segment{index}_"
         header.update({
             prefix + "ID": label.name,

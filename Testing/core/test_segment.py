@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from SpineSegLib.errors import Cancelled
-from SpineSegLib.inference import Segmenter
+from SpineSegLib.inference import HEATMAP_FLOOR, Segmenter
 from SpineSegLib.labels import load_label_table
 from SpineSegLib.phantom import PhantomConfig, generate_phantom
 from SpineSegLib.progress import CancelToken
@@ -66,6 +66,16 @@ def test_outputs_are_on_the_input_grid(phantom, result):
     heat = result.heatmap.array
     assert heat.dtype == np.float32 and heat.min() >= 0.0 and heat.max() <= 1.0
     assert set(np.unique(result.labels.array)) - {0} <= set(TABLE.values)
+
+
+def test_the_heatmap_holds_lesion_evidence_only(result):
+    """Near-zero network output is written as 0 (it would fill the file with noise): what is left is evidence,
+    and the lesions found sit on it."""
+    heat = result.heatmap.array
+    assert heat[heat > 0].min() >= HEATMAP_FLOOR and (heat == 0).mean() > 0.9
+    for lesion in result.lesions:
+        ijk = np.round(result.heatmap.ras_to_voxel(np.array(lesion["center_ras"]))[0]).astype(int)
+        assert heat[tuple(ijk)] >= 0.5 * lesion["score"], lesion
 
 
 def test_each_vertebra_is_one_component(result):
