@@ -37,8 +37,9 @@ class Instance:
 
 
 def _label_successors(table: LabelTable, sacrum_in_pieces: bool = False) -> dict[int, list[tuple[int, float, bool]]]:
-    """For each label index (cranio-caudal rank), the ranks that may follow it, the transition cost and whether
-    the transition skips a level."""
+    """For each label index (cranio-caudal rank), the ranks that may follow it, the transition cost and whether a
+    gap in the column argues for it: it skips a level, and not into the sacrum (whose centre lies further from
+    L5's by anatomy, see :mod:`.column_gaps`)."""
     names = table.names
     rank = {name: i for i, name in enumerate(names)}
     successors: dict[int, list[tuple[int, float, bool]]] = {i: [] for i in range(len(names))}
@@ -58,7 +59,7 @@ def _label_successors(table: LabelTable, sacrum_in_pieces: bool = False) -> dict
         for b, cost, _ in direct[a]:
             for c, cost2, _ in direct[b]:
                 if all(c != s for s, _, _ in successors[a]):
-                    successors[a].append((c, cost + cost2 + SKIP_PENALTY, True))
+                    successors[a].append((c, cost + cost2 + SKIP_PENALTY, names[c] != "sacrum"))
     return successors
 
 
@@ -73,13 +74,11 @@ def scored_numbering(log_probs: np.ndarray, table: LabelTable, sacrum_in_pieces:
                      skip_log_odds: np.ndarray | None = None) -> tuple[list[int], float]:
     """:func:`consistent_numbering` with its score (summed log-probabilities less the transitions' costs). With
     ``skip_log_odds`` (per row: the log-odds that a vertebra is missing between it and the row above, see
-    :mod:`.column_gaps`), a transition that skips a level there gains them; not one into the sacrum, whose centre
-    lies further from L5's by anatomy."""
+    :mod:`.column_gaps`), a transition that skips a level there gains them (not one into the sacrum)."""
     n, k = log_probs.shape
     if n == 0:
         return [], 0.0
     successors = _label_successors(table, sacrum_in_pieces)
-    sacrum = table.order(table.by_name("sacrum").value) if "sacrum" in table.names else -1
     gaps = np.zeros(n) if skip_log_odds is None else np.asarray(skip_log_odds, float)
     score = log_probs[0].copy()
     back = np.full((n, k), -1, dtype=np.int64)
@@ -88,8 +87,8 @@ def scored_numbering(log_probs: np.ndarray, table: LabelTable, sacrum_in_pieces:
         for a in range(k):
             if not np.isfinite(score[a]):
                 continue
-            for b, cost, skips in successors[a]:
-                candidate = score[a] - cost + log_probs[row, b] + (gaps[row] if skips and b != sacrum else 0.0)
+            for b, cost, across_a_gap in successors[a]:
+                candidate = score[a] - cost + log_probs[row, b] + (gaps[row] if across_a_gap else 0.0)
                 if candidate > new[b]:
                     new[b], back[row, b] = candidate, a
         score = new

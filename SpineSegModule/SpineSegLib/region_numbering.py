@@ -347,8 +347,10 @@ def count_along_column(log_probs: np.ndarray, volumes: np.ndarray, sized: np.nda
         return count(log_probs, volumes, missing_vertebra_log_odds(steps))[0], None
     # The top vertebra may be C1 and C2 joined (below): then its centre lies half a step above C2's, and a step of
     # one and a half from it to the next is no gap. Taken as C1, the step below it says nothing of one.
-    ranks, score = top_named("C1", volumes, missing_vertebra_log_odds(np.where(np.arange(len(steps)) == 1, np.nan,
-                                                                                 steps)))
+    as_c1, as_joined = steps.copy(), steps.copy()
+    as_c1[1:2] = np.nan
+    as_joined[1:2] -= np.log(1.5)
+    ranks, score = top_named("C1", volumes, missing_vertebra_log_odds(as_c1))
     if sizes is None or not sized[0]:
         return ranks, None
     c1, c2 = (np.exp(sizes.log_volume[table.order(table.by_name(n).value)]) for n in ("C1", "C2"))
@@ -357,8 +359,7 @@ def count_along_column(log_probs: np.ndarray, volumes: np.ndarray, sized: np.nda
     share = float(c2 / (c1 + c2))
     joined_volumes = volumes.copy()
     joined_volumes[0] *= share  # C2's part of a C1 and C2 joined, to be sized as C2
-    joined_steps = np.where(np.arange(len(steps)) == 1, steps - np.log(1.5), steps)
-    joined_ranks, joined_score = top_named("C2", joined_volumes, missing_vertebra_log_odds(joined_steps))
+    joined_ranks, joined_score = top_named("C2", joined_volumes, missing_vertebra_log_odds(as_joined))
     if joined_score - JOINED_TOP_PENALTY > score:
         return joined_ranks, share
     return ranks, None
