@@ -19,6 +19,7 @@ import torch
 from .errors import CheckpointError
 from .io import atomic_output_dir
 from .labels import LabelTable, load_label_table
+from .lesion_scores import calibrations_from_card
 from .level_sizes import LevelSizes
 from .postprocess import IDENTITY_STAGES, NUMBERINGS
 
@@ -153,6 +154,12 @@ def _validated_card(folder: Path, shown: Path) -> dict:
             LevelSizes.from_card(sizes, table)
         except (ValueError, TypeError, AttributeError) as error:
             raise CheckpointError(f"{shown}: postprocessing.level_sizes: {error}") from None
+    calibration = (card.get("postprocessing") or {}).get("lesion_calibration")
+    if calibration is not None:
+        try:
+            calibrations_from_card(calibration, table)
+        except (ValueError, TypeError, AttributeError) as error:
+            raise CheckpointError(f"{shown}: postprocessing.lesion_calibration: {error}") from None
     return card
 
 

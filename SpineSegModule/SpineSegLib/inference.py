@@ -19,6 +19,7 @@ from scipy import ndimage
 from .checkpoint import LoadedModel, load_checkpoint
 from .errors import InputError
 from .labels import load_label_table
+from .lesion_scores import LesionCalibration, calibrations_from_card
 from .level_sizes import LevelSizes
 from .postprocess import detect_lesions, label_vertebrae, refine_labels
 from .preprocess import Orientation, prepare
@@ -58,10 +59,16 @@ class Segmenter:
     """Runs a loaded model on CT volumes. ``fast`` stops after the coarse pass. The model card's
     ``postprocessing.numbering`` says whether the network's classes name the vertebrae (``levels``) or its regions
     are counted (``regions``, :func:`.region_numbering.label_by_regions`); with ``levels``, ``identity_stage``
-    says which pass names them (see :func:`.postprocess.refine_labels`)."""
+    says which pass names them (see :func:`.postprocess.refine_labels`).
+
+    Lesions are listed from ``postprocessing.lesion_threshold`` on the heatmap's peaks or, where the card has a
+    ``lesion_calibration`` for the pass that made the heatmap, from its threshold on calibrated scores
+    (:mod:`.lesion_scores`). ``lesion_threshold`` replaces the threshold in force; ``calibrate_lesions=False``
+    lists raw peaks even so (what fitting a calibration needs)."""
 
     def __init__(self, model: LoadedModel | str | Path | None = None, device: str = "auto", fast: bool = False,
-                 overlap: float = 0.25, sw_batch_size: int = 1):
+                 overlap: float = 0.25, sw_batch_size: int = 1, lesion_threshold: float | None = None,
+                 calibrate_lesions: bool = True):
         self.device = resolve_device(device)
         if not isinstance(model, LoadedModel):
             model = load_checkpoint(model or default_model_path(), self.device)
@@ -77,6 +84,15 @@ class Segmenter:
         self.post = card.get("postprocessing", {})
         sizes = self.post.get("level_sizes")
         self.level_sizes = LevelSizes.from_card(sizes, self.table) if sizes else None
+        calibrations = self.post.get("lesion_calibration") if calibrate_lesions else None
+        self.lesion_calibrations = calibrations_from_card(calibrations, self.table) if calibrations else {}
+        self.lesion_threshold = lesion_threshold
+
+    def lesion_rule(self, stage: str) -> tuple[LesionCalibration | None, float]:
+        """The calibration (or None) and threshold that list the lesions of a heatmap made by ``stage``."""
+        calibration = self.lesion_calibrations.get(stage)
+        threshold = calibration.threshold if calibration else self.post.get("lesion_threshold", 0.3)
+        return calibration, threshold if self.lesion_threshold is None else self.lesion_threshold
 
     # --- one network pass ---------------------------------------------------------------------------------------
     def _predict(self, image: torch.Tensor, stage: dict, progress: ProgressCallback) -> tuple[np.ndarray, np.ndarray]:
@@ -148,8 +164,9 @@ class Segmenter:
                                         max(1, int(min_mm3 / np.prod(spacing))))
         else:
             labels_grid = label_vertebrae(probs, grid_affine, min_mm3, self.table)
-        lesions = detect_lesions(heat, grid_affine, labels_grid, self.post.get("lesion_threshold", 0.3),
-                                 self.post.get("nms_radius_mm", 5.0), self.table)
+        calibration, threshold = self.lesion_rule("fine" if fine_ran else "coarse")
+        lesions = detect_lesions(heat, grid_affine, labels_grid, threshold, self.post.get("nms_radius_mm", 5.0),
+                                 self.table, calibration)
         cancel.raise_if_cancelled()
         progress(0.92, "mapping to the input grid")
         labels_canonical = project_labels(labels_grid, grid_affine, canonical.shape, canonical.affine)
@@ -166,6 +183,7 @@ class Segmenter:
             "device": str(self.device),
             "input": {"shape": list(ct.shape), "spacing_mm": [round(float(s), 4) for s in ct.spacing]},
             "timings": timings,
+            "lesion_scores": {"kind": "calibrated" if calibration else "heatmap peak", "threshold": threshold},
             "disclaimer": "Research software, not a medical device; not for diagnosis.",
         }
         return SegmentationResult(labels, heatmap, lesions, vertebra_summary(labels, lesions, self.table), report)

@@ -15,6 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from .labels import LabelTable, load_label_table
+from .lesion_scores import LesionCalibration
 
 VARIANT_PENALTY = 2.0  # log-odds a transitional vertebra must win by
 SKIP_PENALTY = 6.0  # log-odds against a missing vertebra between two found ones
@@ -209,17 +210,28 @@ def keep_largest_parts(labels: np.ndarray, min_voxels: int = 1) -> np.ndarray:
 
 # --- lesions ---------------------------------------------------------------------------------------------------
 def detect_lesions(heatmaps: np.ndarray, affine: np.ndarray, labels: np.ndarray, threshold: float = 0.3,
-                   nms_radius_mm: float = 5.0, table: LabelTable | None = None) -> list[dict]:
-    """Lesions from per-class heatmaps (C, I, J, K) on a grid: peaks, NMS in mm, class, size and vertebra."""
+                   nms_radius_mm: float = 5.0, table: LabelTable | None = None,
+                   calibration: LesionCalibration | None = None) -> list[dict]:
+    """Lesions from per-class heatmaps (C, I, J, K) on a grid: peaks, NMS in mm, class, size and vertebra.
+
+    A vertebral body is fractured or not: of several fracture peaks on one vertebra (a compressed body is far
+    wider than the NMS radius) only the highest is a lesion, and its size is the body's, measured as the cube
+    root of its vertebra's volume (the two track each other closely from C3 to L5). A metastasis's size is the
+    width of its peak. Without ``calibration`` a lesion's ``score`` is its peak and ``threshold`` applies to it;
+    with one, peaks from its ``candidate_threshold`` up are scored by it, ``threshold`` applies to the calibrated
+    score and sizes are scaled by it (:mod:`.lesion_scores`). The list runs from the highest score.
+    """
     table = table or load_label_table()
     combined = heatmaps.max(axis=0)
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     footprint = np.maximum(1, np.round(nms_radius_mm / spacing)).astype(int) * 2 + 1
-    peaks = (combined == ndimage.maximum_filter(combined, size=tuple(footprint))) & (combined >= threshold)
+    volumes_mm3 = np.bincount(labels.ravel()) * float(np.prod(spacing))
+    floor = calibration.candidate_threshold if calibration else threshold
+    peaks = (combined == ndimage.maximum_filter(combined, size=tuple(footprint))) & (combined >= floor)
     coords = np.argwhere(peaks)
-    scores = combined[peaks]
-    order = np.argsort(-scores)
+    order = np.argsort(-combined[peaks])
     kept: list[np.ndarray] = []
+    fractured: set[int] = set()
     lesions = []
     for index in order[:MAX_PEAKS]:
         ijk = coords[index]
@@ -227,19 +239,33 @@ def detect_lesions(heatmaps: np.ndarray, affine: np.ndarray, labels: np.ndarray,
         if any(np.linalg.norm(ras - other) < nms_radius_mm for other in kept):
             continue
         kept.append(ras)
-        cls = int(heatmaps[:, ijk[0], ijk[1], ijk[2]].argmax())
+        lesion_class = table.lesion_class_names[int(heatmaps[:, ijk[0], ijk[1], ijk[2]].argmax())]
         vertebra = _vertebra_at(labels, ijk, spacing)
-        size_mm = _blob_diameter_mm(combined, ijk, spacing)
+        if lesion_class == "fracture" and vertebra:
+            if vertebra in fractured:
+                continue
+            fractured.add(vertebra)
+        peak = float(combined[tuple(ijk)])
+        score = calibration.score(lesion_class, peak) if calibration else peak
+        if score < threshold:
+            continue
+        if lesion_class == "fracture" and vertebra:
+            size_mm = float(np.cbrt(volumes_mm3[vertebra]))
+        else:
+            size_mm = _blob_diameter_mm(combined, ijk, spacing)
+        if calibration:
+            size_mm = calibration.size_mm(lesion_class, size_mm)
         lesions.append({
-            "id": len(lesions) + 1,
-            "class": table.lesion_class_names[cls],
-            "score": round(float(combined[tuple(ijk)]), 4),
+            "class": lesion_class,
+            "score": round(score, 4),
+            "peak": round(peak, 4),
             "center_ras": [round(float(c), 2) for c in ras],
             "size_mm": round(size_mm, 1),
             "vertebra": table.by_value(vertebra).name if vertebra else None,
             "vertebra_label": int(vertebra) if vertebra else None,
         })
-    return lesions
+    lesions.sort(key=lambda lesion: -lesion["score"])
+    return [{"id": number, **lesion} for number, lesion in enumerate(lesions, start=1)]
 
 
 def _blob_diameter_mm(heat: np.ndarray, ijk: np.ndarray, spacing: np.ndarray, window_mm: float = 25.0) -> float:

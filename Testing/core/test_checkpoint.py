@@ -131,6 +131,29 @@ def test_unknown_or_conflicting_numbering(checkpoint, post, message):
         load_checkpoint(path)
 
 
+def _calibration(**change):
+    entry = {"candidate_threshold": 0.05, "threshold": 0.1,
+             "classes": {"fracture": [2.0, 0.5], "lytic": [1.5, 1.0], "sclerotic": [2.0, 0.5]}}
+    return {"fine": {**entry, **change}}
+
+
+@pytest.mark.parametrize("calibration, message", [
+    ({"middle": _calibration()["fine"]}, "lesion_calibration: 'middle' is not a pass \\(fine, coarse\\)"),
+    (_calibration(threshold=1.5), "lesion_calibration: fine: threshold must be a number in \\[0, 1\\], not 1.5"),
+    (_calibration(classes={"fracture": [2.0, 0.5]}), "do not match the label table's lesion classes"),
+    (_calibration(classes={"fracture": [2.0], "lytic": [1, 1], "sclerotic": [1, 1]}), "two finite numbers"),
+    (_calibration(classes={"fracture": [float("nan"), 0], "lytic": [1, 1], "sclerotic": [1, 1]}), "finite"),
+    (_calibration(classes={"fracture": [-1.0, 0], "lytic": [1, 1], "sclerotic": [1, 1]}), "slope must be positive"),
+    (_calibration(size_scale={"metal": 2.0}), "size_scale names 'metal', not a lesion class"),
+    (_calibration(size_scale={"lytic": 0.0}), "size_scale.lytic must be a positive number"),
+])
+def test_a_lesion_calibration_that_does_not_fit_is_refused(checkpoint, calibration, message):
+    path, _ = checkpoint
+    _edit_card(path, lambda card: card.setdefault("postprocessing", {}).update(lesion_calibration=calibration))
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path)
+
+
 def test_newer_format_version(checkpoint):
     path, _ = checkpoint
     _edit_card(path, lambda c: c.update(format_version=99))

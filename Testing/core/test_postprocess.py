@@ -1,8 +1,10 @@
 """Post-processing: consistent numbering of vertebra instances and lesion peaks."""
 
 import numpy as np
+import pytest
 
 from SpineSegLib.labels import load_label_table
+from SpineSegLib.lesion_scores import LesionCalibration
 from SpineSegLib.postprocess import consistent_numbering, detect_lesions, label_vertebrae, refine_labels
 
 TABLE = load_label_table()
@@ -128,3 +130,43 @@ def test_detect_lesions_peaks_nms_class_and_vertebra():
     assert np.allclose(first["center_ras"], [10, 10, 10], atol=1.5)
     assert second["class"] == "sclerotic" and second["vertebra"] is None
     assert 3 < second["size_mm"] < 15
+
+
+def _gaussian(shape, centre, sigma):
+    grid = np.indices(shape).astype(np.float32)
+    return np.exp(-((grid - np.array(centre)[:, None, None, None]) ** 2).sum(0) / (2 * sigma**2))
+
+
+def test_a_vertebra_has_one_fracture_however_many_peaks_its_body_raises():
+    shape, affine = (40, 40, 60), np.eye(4)
+    heat = np.zeros((3, *shape), dtype=np.float32)
+    heat[0] = 0.6 * _gaussian(shape, (20, 20, 12), 2.0) + 0.5 * _gaussian(shape, (20, 20, 22), 2.0)  # 10 mm apart
+    heat[0] += 0.4 * _gaussian(shape, (20, 20, 45), 2.0)  # the next vertebra's own fracture
+    labels = np.zeros(shape, dtype=np.uint8)
+    labels[10:30, 10:30, 5:30] = TABLE.by_name("L1").value
+    labels[10:30, 10:30, 35:55] = TABLE.by_name("L2").value
+    lesions = detect_lesions(heat, affine, labels, threshold=0.3, nms_radius_mm=5.0)
+    assert [(les["vertebra"], les["score"]) for les in lesions] == [("L1", 0.6), ("L2", 0.4)]
+    assert lesions[0]["size_mm"] == round(float(np.cbrt(20 * 20 * 25)), 1)  # the body's size, not the peak's
+
+
+def test_a_calibration_ranks_every_class_on_one_scale():
+    """A fracture peak of 0.5 from a class that over-calls falls below a sclerotic peak of 0.4 and off the list."""
+    shape, affine = (40, 40, 40), np.eye(4)
+    heat = np.zeros((3, *shape), dtype=np.float32)
+    heat[0] = 0.5 * _gaussian(shape, (10, 10, 10), 2.0)
+    heat[2] = 0.4 * _gaussian(shape, (30, 30, 30), 2.0)
+    heat[1] = 0.04 * _gaussian(shape, (10, 30, 30), 2.0)  # under the candidate threshold: never scored
+    labels = np.zeros(shape, dtype=np.uint8)
+    calibration = LesionCalibration("fine", 0.05, 0.3, {"fracture": (1.0, -2.0), "lytic": (1.0, 0.0),
+                                                        "sclerotic": (1.0, 1.0)}, {"sclerotic": 2.0})
+    raw = detect_lesions(heat, affine, labels, threshold=0.3)
+    assert [les["class"] for les in raw] == ["fracture", "sclerotic"]
+    calibrated = detect_lesions(heat, affine, labels, threshold=0.3, calibration=calibration)
+    assert [les["class"] for les in calibrated] == ["sclerotic"]
+    (lesion,) = calibrated
+    assert lesion["id"] == 1 and lesion["peak"] == 0.4
+    assert lesion["size_mm"] == pytest.approx(2 * raw[1]["size_mm"], abs=0.11)
+    assert lesion["score"] == pytest.approx(1 / (1 + np.exp(-(np.log(0.4 / 0.6) + 1.0))), abs=1e-3)
+    low = detect_lesions(heat, affine, labels, threshold=0.0, calibration=calibration)
+    assert [les["class"] for les in low] == ["sclerotic", "fracture"]  # ranked on calibrated scores

@@ -9,11 +9,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from SpineSegLib.checkpoint import CARD_FILE
 from SpineSegLib.errors import Cancelled
 from SpineSegLib.inference import HEATMAP_FLOOR, Segmenter
 from SpineSegLib.labels import load_label_table
 from SpineSegLib.phantom import PhantomConfig, generate_phantom
 from SpineSegLib.progress import CancelToken
+from SpineSegLib.resources import default_model_path
 from SpineSegLib.results import RESULT_FILES
 
 TABLE = load_label_table()
@@ -143,8 +145,14 @@ def test_cli_writes_every_output(cli_run, phantom):
     heat = np.asarray(nib.load(out / "lesion_heatmap.nii.gz").dataobj)
     assert heat.dtype == np.float32 and 0 <= heat.min() and heat.max() <= 1
     lesions = json.loads((out / "lesions.json").read_text())["lesions"]
-    assert all({"id", "class", "score", "center_ras", "size_mm", "vertebra"} <= set(les) for les in lesions)
+    assert all({"id", "class", "score", "peak", "center_ras", "size_mm", "vertebra"} <= set(les) for les in lesions)
     report = json.loads((out / "report.json").read_text())
+    # the bundled model's lesions are listed by their calibrated scores, from the card's threshold, best first
+    card = json.loads((default_model_path() / CARD_FILE).read_text())
+    fine = card["postprocessing"]["lesion_calibration"]["fine"]
+    assert report["lesion_scores"] == {"kind": "calibrated", "threshold": fine["threshold"]}
+    assert all(les["score"] >= fine["threshold"] for les in lesions)
+    assert [les["score"] for les in lesions] == sorted((les["score"] for les in lesions), reverse=True)
     expected_keys = {"name", "label", "volume_mm3", "centroid_ras", "lesions"}
     assert report["vertebrae"] and expected_keys <= set(report["vertebrae"][0])
     assert "not a medical device" in report["disclaimer"]

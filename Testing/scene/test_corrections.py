@@ -2,6 +2,7 @@
 training case the trainer reads, and fine-tuning on it."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -426,19 +427,27 @@ def test_finetune_from_a_checkpoint_on_a_saved_case(phantom_result, tiny_checkpo
     import torch
 
     from spineseg_train.finetune import add_finetune_command
-    from SpineSegLib.checkpoint import load_checkpoint
+    from SpineSegLib.checkpoint import CARD_FILE, load_checkpoint
 
     corrections = phantom_result
     corrections.renumber("L3", "L2")
     corrections.save_training_case(tmp_path / "data", "case")
+    base_path = shutil.copytree(tiny_checkpoint, tmp_path / "base")
+    card = json.loads((base_path / CARD_FILE).read_text())
+    calibration = {"candidate_threshold": 0.05, "threshold": 0.1,
+                   "classes": {"fracture": [2.0, 0.5], "lytic": [1.5, 1.0], "sclerotic": [2.0, 0.5]}}
+    card["postprocessing"] = {"lesion_threshold": 0.4, "lesion_calibration": {"fine": calibration}}
+    (base_path / CARD_FILE).write_text(json.dumps(card))
     parser = argparse.ArgumentParser()
     add_finetune_command(parser.add_subparsers())
-    args = parser.parse_args(["finetune", "--model", str(tiny_checkpoint), "--data", f"{tmp_path / 'data'}:2.0",
+    args = parser.parse_args(["finetune", "--model", str(base_path), "--data", f"{tmp_path / 'data'}:2.0",
                               "-o", str(tmp_path / "run"), "--steps", "2", "--patch-size", "32", "--batch-size", "1",
                               "--threads", "1", "--device", "cpu", "--export", str(tmp_path / "tuned")])
     assert args.run(args) == 0
     tuned = load_checkpoint(tmp_path / "tuned")
-    base = load_checkpoint(tiny_checkpoint)
+    base = load_checkpoint(base_path)
+    # the base's lesion calibration fits the base's heatmap only; the rest of its post-processing carries over
+    assert tuned.card["postprocessing"] == {"lesion_threshold": 0.4}
     assert tuned.card["architecture"] == base.card["architecture"]
     assert tuned.card["preprocessing"] == base.card["preprocessing"]
     assert tuned.card["training"]["steps"] == 2

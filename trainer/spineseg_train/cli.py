@@ -325,6 +325,20 @@ def _cmd_level_sizes(args) -> int:
     return 0
 
 
+def _cmd_calibrate_lesions(args) -> int:
+    from .lesion_calibration import calibrate_lesions
+
+    try:
+        document = calibrate_lesions(args.model, args.count, args.seed_start, args.data, args.device, args.fast,
+                                     args.fp_per_scan, update_card=not args.dry_run)
+    except ValueError as error:
+        raise SystemExit(f"calibrate-lesions: {error}") from None
+    print(json.dumps(document, indent=2))
+    if not args.dry_run:
+        print(f"lesion calibration written into {args.model} (postprocessing.lesion_calibration)")
+    return 0
+
+
 def _update_card(model: str, summary: dict, report: dict) -> None:
     from SpineSegLib.checkpoint import CARD_FILE
     from SpineSegLib.io import write_json
@@ -445,6 +459,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True, help="model folder whose card gets the profile")
     s.add_argument("--data", required=True, nargs="+", help="the datasets the model was trained on")
     s.set_defaults(run=_cmd_level_sizes)
+
+    k = commands.add_parser("calibrate-lesions", help="fit the model's lesion scores per class on tuning cases, and "
+                            "the threshold for at most --fp-per-scan false positives, into its card "
+                            "(postprocessing.lesion_calibration)")
+    k.add_argument("--model", required=True, help="model folder whose card gets the calibration")
+    k.add_argument("--count", type=int, default=16, help="tuning phantoms (default 16)")
+    k.add_argument("--seed-start", type=int, default=800_000,
+                   help="first tuning phantom seed (default 800000: apart from training and evaluation seeds)")
+    k.add_argument("--data", help="a dataset folder of tuning cases instead of phantoms")
+    k.add_argument("--device", default="auto")
+    k.add_argument("--fast", action="store_true", help="calibrate the coarse pass's heatmap (fast mode)")
+    k.add_argument("--fp-per-scan", type=float, default=1.0, help="false positives per scan the threshold allows")
+    k.add_argument("--dry-run", action="store_true", help="print the calibration, leave the card as it is")
+    k.set_defaults(run=_cmd_calibrate_lesions)
 
     try:  # fine-tuning lives in its own module (corrections workflow)
         from .finetune import add_finetune_command

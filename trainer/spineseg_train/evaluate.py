@@ -86,17 +86,17 @@ def evaluate_cases(segmenter: Segmenter, cases, log=print) -> dict:
 
 def evaluate(model, count: int = 10, seed_start: int = EVALUATION_SEED_START, data: str | None = None,
              device: str = "auto", fast: bool = False, lesion_threshold: float | None = None, log=print) -> dict:
-    """``lesion_threshold`` replaces the model card's for this evaluation: run on tuning cases with a low one, the
-    summary's ``lesion_score_at_1fp`` is the threshold for a lesion list with at most one false positive per scan."""
-    segmenter = Segmenter(model, device=device, fast=fast)
-    if lesion_threshold is not None:
-        segmenter.post = {**segmenter.post, "lesion_threshold": lesion_threshold}
+    """``lesion_threshold`` replaces the model card's for this evaluation (on the calibrated scale where the card's
+    lesion calibration applies): run on tuning cases with a low one, the summary's ``lesion_score_at_1fp`` is the
+    threshold for a lesion list with at most one false positive per scan."""
+    segmenter = Segmenter(model, device=device, fast=fast, lesion_threshold=lesion_threshold)
     cases = load_dataset(data) if data else phantom_cases(count, seed_start)
     report = evaluate_cases(segmenter, cases, log)
     report["model"] = segmenter.model.card["name"]
     report["mode"] = "fast" if fast else "full"
     report["data"] = data or f"{count} phantoms, seeds {seed_start}-{seed_start + count - 1}"
-    report["lesion_threshold"] = segmenter.post.get("lesion_threshold", 0.3)
+    calibration, report["lesion_threshold"] = segmenter.lesion_rule("coarse" if fast else "fine")
+    report["lesion_scores"] = "calibrated" if calibration else "heatmap peak"
     return report
 
 

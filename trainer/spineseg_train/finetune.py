@@ -97,7 +97,10 @@ def finetune(model: str | Path, data: list[StageData], out_dir: str | Path, step
     described = ", ".join(f"{d.path} at {d.spacing} mm" for d in config.data)
     card = trainer.model_card(command or "spineseg-train finetune", time.time() - started, described)
     card["preprocessing"] = base.get("preprocessing", card["preprocessing"])
-    card["postprocessing"] = base.get("postprocessing", card["postprocessing"])
+    card["postprocessing"] = dict(base.get("postprocessing", card["postprocessing"]))
+    if card["postprocessing"].pop("lesion_calibration", None):
+        log("the base model's lesion calibration was fitted on its own heatmap, not the fine-tuned one's: left out "
+            "(spineseg-train calibrate-lesions fits one again)")
     card["training"]["finetuned_from"] = {"name": base.get("name"), "path": str(Path(model).absolute()),
                                           "sha256": (base.get("weights") or {}).get("sha256")}
     trainer.export(export, card)
