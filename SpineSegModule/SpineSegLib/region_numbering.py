@@ -15,7 +15,9 @@ vertebrae are named the way a radiologist counts them:
    the view starts at C1 (``COLUMN_TOP_MM``). With the model card's size profile the vertebrae's volumes are a
    second witness (:mod:`.level_sizes`: C2 twice C3, L1 a third larger than T12), which also tells a C1 and C2
    the network joined from a C1 alone; with the CT's bone, the ribs are a third (:mod:`.rib_evidence`: a
-   vertebra that bears ribs is thoracic), which keeps the count where the network calls C7 or L1 thoracic.
+   vertebra that bears ribs is thoracic), which keeps the count where the network calls C7 or L1 thoracic;
+3. named, each thoracic vertebra is cut back from the ribs the network ran it on into
+   (:func:`.rib_evidence.trim_ribs`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from .column_gaps import missing_vertebra_log_odds, step_log_ratios
 from .labels import LabelTable, load_label_table
 from .level_sizes import LevelSizes, numbering_with_sizes
 from .postprocess import keep_largest_parts, scored_numbering
-from .rib_evidence import lateral_reach, rib_log_likelihood
+from .rib_evidence import lateral_reach, rib_log_likelihood, trim_ribs
 
 SPECK_FRACTION = 0.25  # a part under this fraction of the parts near it is no vertebra (see split_vertebrae)
 NEIGHBOURHOOD_MM = 50.0  # ... the parts whose centres lie within this height
@@ -316,8 +318,9 @@ def label_by_regions(probabilities: np.ndarray, affine: np.ndarray, min_volume_m
         heights = np.argwhere(top) @ affine[2, :3]
         named[top] = np.where(heights > np.quantile(heights, joined_share), table.by_name("C1").value,
                               table.by_name("C2").value)
-    # Pieces of one bone named alike (the sacrum's cut-off tip) or joined across a seam: the largest piece stays.
-    out[box] = keep_largest_parts(named, min_voxels)
+    # Pieces of one bone named alike (the sacrum's cut-off tip) or joined across a seam, or a rib's end once its
+    # vertebra is trimmed: the largest piece stays.
+    out[box] = keep_largest_parts(trim_ribs(named, spacing, table), min_voxels)
     return out
 
 

@@ -13,7 +13,14 @@ from SpineSegLib.labels import load_label_table
 from SpineSegLib.phantom import PhantomConfig, generate_phantom
 from SpineSegLib.preprocess import normalize_intensity
 from SpineSegLib.region_numbering import label_by_regions
-from SpineSegLib.rib_evidence import BONE_HU, bone_mask, lateral_reach, rib_log_likelihood
+from SpineSegLib.rib_evidence import (
+    BONE_HU,
+    THORACIC_HALF_WIDTH_MM,
+    bone_mask,
+    lateral_reach,
+    rib_log_likelihood,
+    trim_ribs,
+)
 
 TABLE = load_label_table()
 REGIONS = np.array([label.region for label in TABLE.labels])
@@ -55,6 +62,27 @@ def test_a_rib_the_network_took_into_its_vertebra_still_reaches_far():
     near_t12 = ndimage.distance_transform_edt(labels != t12, sampling=2.0) < 30
     labels[bone & (labels == 0) & near_t12] = t12  # the rib heads and the start of the ribs
     assert _reach_by_name(labels, bone)["T12"] > 60
+
+
+def test_a_thoracic_vertebra_run_on_into_its_ribs_is_cut_back_and_keeps_all_of_itself():
+    phantom = _phantom("thoracolumbar")
+    truth, bone = phantom.labels.array, phantom.ct.array > BONE_HU
+    t12, l1 = TABLE.by_name("T12").value, TABLE.by_name("L1").value
+    labels = truth.copy()
+    for value in (t12, l1):  # the network runs both on into the bone around them
+        near = ndimage.distance_transform_edt(labels != value, sampling=2.0) < 30
+        labels[bone & (labels == 0) & near] = value
+
+    def half_width(mask):
+        x_mm = np.argwhere(mask)[:, 0] * 2.0
+        return np.abs(x_mm - np.median(x_mm)).max()
+
+    assert half_width(labels == t12) >= 50  # the ribs' starts
+    trimmed = trim_ribs(labels, (2.0, 2.0, 2.0), TABLE)
+    assert half_width(trimmed == t12) <= THORACIC_HALF_WIDTH_MM + 2.0
+    assert (trimmed[truth == t12] == t12).all()  # all of the vertebra itself stays
+    assert np.array_equal(trimmed == l1, labels == l1)  # a lumbar vertebra bears no ribs: left alone
+    assert np.array_equal(trimmed[labels != t12], labels[labels != t12])
 
 
 def test_the_ribs_say_thoracic_or_not_and_a_vertebra_cut_without_ribs_says_nothing():
