@@ -27,6 +27,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from scipy import special
+
 from .labels import LabelTable
 
 STAGES = ("fine", "coarse")
@@ -76,7 +78,7 @@ class LesionCalibration:
     def score(self, lesion_class: str, peak: float) -> float:
         """The calibrated chance that a detection of this class and peak height hits a lesion."""
         slope, intercept = self.classes[lesion_class]
-        return sigmoid(slope * logit(peak) + intercept)
+        return float(special.expit(slope * logit(peak) + intercept))
 
     def size_mm(self, lesion_class: str, measured_mm: float) -> float:
         return measured_mm * self.size_scale.get(lesion_class, 1.0)
@@ -96,9 +98,5 @@ def calibrations_from_card(document: Mapping, table: LabelTable) -> dict[str, Le
 
 
 def logit(p: float, eps: float = 1e-4) -> float:
-    p = min(max(float(p), eps), 1.0 - eps)
-    return math.log(p / (1.0 - p))
-
-
-def sigmoid(z: float) -> float:
-    return 0.5 * (1.0 + math.tanh(0.5 * z))  # no overflow for large |z|
+    """log(p / (1 - p)), finite: a peak of 0 or 1 is taken as ``eps`` from it."""
+    return float(special.logit(min(max(float(p), eps), 1.0 - eps)))

@@ -241,16 +241,17 @@ def detect_lesions(heatmaps: np.ndarray, affine: np.ndarray, labels: np.ndarray,
         kept.append(ras)
         lesion_class = table.lesion_class_names[int(heatmaps[:, ijk[0], ijk[1], ijk[2]].argmax())]
         vertebra = _vertebra_at(labels, ijk, spacing)
-        if lesion_class == "fracture" and vertebra:
-            if vertebra in fractured:
+        fractured_body = vertebra if lesion_class == "fracture" else 0
+        if fractured_body:
+            if fractured_body in fractured:
                 continue
-            fractured.add(vertebra)
+            fractured.add(fractured_body)
         peak = float(combined[tuple(ijk)])
         score = calibration.score(lesion_class, peak) if calibration else peak
         if score < threshold:
             continue
-        if lesion_class == "fracture" and vertebra:
-            size_mm = float(np.cbrt(volumes_mm3[vertebra]))
+        if fractured_body:
+            size_mm = float(np.cbrt(volumes_mm3[fractured_body]))
         else:
             size_mm = _blob_diameter_mm(combined, ijk, spacing)
         if calibration:

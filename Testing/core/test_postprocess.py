@@ -112,15 +112,10 @@ def test_refine_labels_takes_names_from_the_coarse_pass_and_the_shape_from_the_f
 def test_detect_lesions_peaks_nms_class_and_vertebra():
     affine = np.diag([1.0, 1.0, 1.0, 1.0])
     shape = (40, 40, 40)
-    grid = np.indices(shape).astype(np.float32)
     heat = np.zeros((3, *shape), dtype=np.float32)
-
-    def blob(centre, sigma):
-        return np.exp(-((grid - np.array(centre)[:, None, None, None]) ** 2).sum(0) / (2 * sigma**2))
-
-    heat[1] = 0.9 * blob((10, 10, 10), 2.0) + 0.85 * blob((12, 10, 10), 2.0)  # two peaks 2 mm apart: one lesion
-    heat[2] = 0.7 * blob((30, 30, 30), 3.0)
-    heat[0] = 0.2 * blob((20, 20, 20), 2.0)  # below threshold
+    heat[1] = 0.9 * _gaussian(shape, (10, 10, 10), 2.0) + 0.85 * _gaussian(shape, (12, 10, 10), 2.0)  # one lesion
+    heat[2] = 0.7 * _gaussian(shape, (30, 30, 30), 3.0)
+    heat[0] = 0.2 * _gaussian(shape, (20, 20, 20), 2.0)  # below threshold
     labels = np.zeros(shape, dtype=np.uint8)
     labels[5:16, 5:16, 5:16] = TABLE.by_name("L1").value
     lesions = detect_lesions(heat, affine, labels, threshold=0.3, nms_radius_mm=5.0)

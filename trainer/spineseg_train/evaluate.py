@@ -27,6 +27,8 @@ from .phantoms import phantom_config
 
 EVALUATION_SEED_START = 900_000  # training seeds stay far below this
 DETECTION_DISTANCE_MM = 10.0  # a detection hits a lesion when its centre is within this distance
+# ... whatever its class or box: the matching rule of the lesion metrics (metrics.lesions) for the quality target
+DETECTION_MATCHING = {"class_aware": False, "iou_threshold": 0.0, "max_center_distance_mm": DETECTION_DISTANCE_MM}
 
 
 def phantom_cases(count: int, seed_start: int = EVALUATION_SEED_START, spacing: float = 1.25):
@@ -73,11 +75,9 @@ def evaluate_cases(segmenter: Segmenter, cases, log=print) -> dict:
         "identification_rate": identified / references if references else float("nan"),
         "mean_instance_dice": float(np.mean(unnamed_all)) if unnamed_all else float("nan"),
         "spine_dice": float(np.mean(spine_all)) if spine_all else float("nan"),
-        "lesion_recall_at_1fp": recall_at_fp_per_scan(lesion_pairs, 1.0, iou_threshold=0.0,
-                                                      max_center_distance_mm=DETECTION_DISTANCE_MM),
+        "lesion_recall_at_1fp": recall_at_fp_per_scan(lesion_pairs, 1.0, **DETECTION_MATCHING),
         "lesion_recall_at_1fp_strict": recall_at_fp_per_scan(lesion_pairs, 1.0),
-        "lesion_score_at_1fp": score_at_fp(pooled_ranking(lesion_pairs, class_aware=False, iou_threshold=0.0,
-                                                          max_center_distance_mm=DETECTION_DISTANCE_MM), 1.0),
+        "lesion_score_at_1fp": score_at_fp(pooled_ranking(lesion_pairs, **DETECTION_MATCHING), 1.0),
         "mean_seconds": float(np.mean([r["seconds"] for r in per_case])) if per_case else float("nan"),
         "dice_by_region": pooled_region_means(vertebrae),
     }

@@ -24,7 +24,7 @@ from SpineSegLib.io import write_json
 from SpineSegLib.lesion_scores import LesionCalibration, logit
 
 from .dataset import load_dataset
-from .evaluate import DETECTION_DISTANCE_MM, phantom_cases
+from .evaluate import DETECTION_DISTANCE_MM, DETECTION_MATCHING, phantom_cases
 from .metrics import pooled_ranking, recall_at_fp_per_scan, score_at_fp
 from .metrics.lesions import ranked_hits
 
@@ -32,15 +32,13 @@ TUNING_SEED_START = 800_000  # phantoms for choices about the engine: apart from
 CANDIDATE_THRESHOLD = 0.05
 PRIOR_WEIGHT = 1.0  # strength of the pull towards the raw peak (slope 1, intercept 0), in log-likelihood units
 
-MATCHING = {"class_aware": False, "iou_threshold": 0.0, "max_center_distance_mm": DETECTION_DISTANCE_MM}
-
 
 def detection_samples(lesion_pairs, classes) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per class, pooled over the cases: the peaks of its detections, whether each hit a lesion, and for each hit
     on a lesion of its own class the ratio of that lesion's size to the measured one (nan otherwise)."""
     rows = {name: [] for name in classes}
     for predictions, references in lesion_pairs:
-        flags = ranked_hits(predictions, references, **MATCHING)
+        flags = ranked_hits(predictions, references, **DETECTION_MATCHING)
         for lesion, hit in zip(predictions, flags):
             ratio = _size_ratio(lesion, references) if hit else np.nan
             rows[lesion["class"]].append((float(lesion["peak"]), bool(hit), ratio))
@@ -94,7 +92,7 @@ def fit_calibration(lesion_pairs, classes, stage: str, fp_per_scan: float = 1.0,
     size_scale = {name: float(np.median(ratios[name])) for name in classes if ratios[name].size}
     draft = LesionCalibration(stage, candidate_threshold, 0.0, fitted, size_scale)
     calibrated = rescored(lesion_pairs, draft)
-    threshold = score_at_fp(pooled_ranking(calibrated, **MATCHING), fp_per_scan)
+    threshold = score_at_fp(pooled_ranking(calibrated, **DETECTION_MATCHING), fp_per_scan)
     calibration = LesionCalibration(stage, candidate_threshold, round(float(threshold), 4), fitted, size_scale)
     report = {
         "cases": len(lesion_pairs),
@@ -102,8 +100,8 @@ def fit_calibration(lesion_pairs, classes, stage: str, fp_per_scan: float = 1.0,
         "detections": {name: int(samples[name][0].size) for name in classes},
         "hits": {name: int(samples[name][1].sum()) for name in classes},
         "fp_per_scan": fp_per_scan,
-        "recall_raw": round(recall_at_fp_per_scan(lesion_pairs, fp_per_scan, **MATCHING), 4),
-        "recall_calibrated": round(recall_at_fp_per_scan(calibrated, fp_per_scan, **MATCHING), 4),
+        "recall_raw": round(recall_at_fp_per_scan(lesion_pairs, fp_per_scan, **DETECTION_MATCHING), 4),
+        "recall_calibrated": round(recall_at_fp_per_scan(calibrated, fp_per_scan, **DETECTION_MATCHING), 4),
         "recall_strict_raw": round(recall_at_fp_per_scan(lesion_pairs, fp_per_scan), 4),
         "recall_strict_calibrated": round(recall_at_fp_per_scan(calibrated, fp_per_scan), 4),
         "size_samples": {name: int(ratios[name].size) for name in classes},
