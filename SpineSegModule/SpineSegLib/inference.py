@@ -27,7 +27,7 @@ from .progress import CancelToken, ProgressCallback, SubProgress, no_progress
 from .region_numbering import label_by_regions
 from .resources import default_model_path
 from .results import SegmentationResult, vertebra_summary
-from .rib_evidence import bone_mask
+from .rib_evidence import bone_mask, metal_planes
 from .volume import Volume
 
 CROP_MARGIN_MM = 20.0
@@ -155,7 +155,8 @@ class Segmenter:
         min_mm3 = self.post.get("min_vertebra_mm3", 300.0)
         if self.post.get("numbering", "levels") == "regions":
             labels_grid = label_by_regions(probs, grid_affine, min_mm3, self.table, self.level_sizes,
-                                           bone_mask(grid_image[0], self.window))
+                                           bone_mask(grid_image[0], self.window),
+                                           metal_planes(canonical, grid_affine, probs.shape[3]))
         elif fine_ran and self.post.get("identity_stage", "fine") == "coarse":
             named = label_vertebrae(coarse_probs, coarse.affine, min_mm3, self.table)
             named = project_labels(named, coarse.affine, probs.shape[1:], grid_affine)

@@ -15,7 +15,8 @@ vertebrae are named the way a radiologist counts them:
    the view starts at C1 (``COLUMN_TOP_MM``). With the model card's size profile the vertebrae's volumes are a
    second witness (:mod:`.level_sizes`: C2 twice C3, L1 a third larger than T12), which also tells a C1 and C2
    the network joined from a C1 alone; with the CT's bone, the ribs are a third (:mod:`.rib_evidence`: a
-   vertebra that bears ribs is thoracic), which keeps the count where the network calls C7 or L1 thoracic;
+   vertebra that bears ribs is thoracic, looked for away from metal's streaks), which keeps the count where the
+   network calls C7 or L1 thoracic; a vertebra the view's end cuts weighs in by the part of it in view;
 3. named, each thoracic vertebra is cut back from the ribs the network ran it on into
    (:func:`.rib_evidence.trim_ribs`).
 """
@@ -29,7 +30,7 @@ from .column_gaps import missing_vertebra_log_odds, step_log_ratios
 from .labels import LabelTable, load_label_table
 from .level_sizes import LevelSizes, numbering_with_sizes
 from .postprocess import keep_largest_parts, scored_numbering
-from .rib_evidence import lateral_reach, rib_log_likelihood, trim_ribs
+from .rib_evidence import METAL_SILENCES, lateral_reach, rib_log_likelihood, trim_ribs
 
 SPECK_FRACTION = 0.25  # a part under this fraction of the parts near it is no vertebra (see split_vertebrae)
 NEIGHBOURHOOD_MM = 50.0  # ... the parts whose centres lie within this height
@@ -275,11 +276,12 @@ def region_log_probs(probabilities: np.ndarray, instances: np.ndarray, table: La
 
 def label_by_regions(probabilities: np.ndarray, affine: np.ndarray, min_volume_mm3: float = 300.0,
                      table: LabelTable | None = None, sizes: LevelSizes | None = None,
-                     bone: np.ndarray | None = None) -> np.ndarray:
+                     bone: np.ndarray | None = None, metal: np.ndarray | None = None) -> np.ndarray:
     """Consistently numbered label-table values (uint8) on the model grid from region probabilities
     (``probabilities``: (C, I, J, K) class probabilities, class 0 background, classes grouped by region); with
     ``sizes``, the vertebrae's volumes weigh in (vertebrae cut by the grid's faces aside); with the CT's
-    ``bone`` mask on the same grid (axis 0 left-right), the ribs do (:mod:`.rib_evidence`)."""
+    ``bone`` mask on the same grid (axis 0 left-right), the ribs do (:mod:`.rib_evidence`), except in the planes
+    along axis 2 where ``metal`` (:func:`.rib_evidence.metal_planes`) is true."""
     table = table or load_label_table()
     out = np.zeros(probabilities.shape[1:], dtype=np.uint8)
     foreground = probabilities[0] < 0.5
@@ -304,8 +306,14 @@ def label_by_regions(probabilities: np.ndarray, affine: np.ndarray, min_volume_m
     log_probs = region_log_probs(probabilities[(slice(None), *box)], instances, table)[order]
     volumes = np.bincount(instances.ravel(), minlength=count + 1)[1:][order] * voxel_mm3
     sized = ~_cut_by_the_grid(instances, box, foreground.shape)[order]
+    # A vertebra the view's end cuts shows the network only part of itself: its region call weighs by the part
+    # in view (a sliver of C7 called thoracic must not outweigh the thirteenth rib-bearing vertebra it implies).
+    cut_by_view = _at_the_view_ends(instances, box, foreground.shape)[order]
+    in_view = np.where(cut_by_view, np.minimum(1.0, volumes / _neighbour_volumes(volumes)), 1.0)
+    log_probs *= in_view[:, None]
     if bone is not None:
-        log_probs += _rib_rows(bone, instances, box, order, volumes, spacing, table)
+        log_probs += _rib_rows(bone, instances, box, order, cut_by_view & (in_view < MOSTLY_SEEN), spacing, table,
+                               metal)
     nearly_whole = sized | (volumes >= NEARLY_WHOLE * _neighbour_volumes(volumes))
     steps = step_log_ratios(centroids[order] * spacing, nearly_whole)
     column_top = (foreground.shape[2] - box[2].stop) * spacing[2] >= COLUMN_TOP_MM
@@ -369,21 +377,40 @@ def count_along_column(log_probs: np.ndarray, volumes: np.ndarray, sized: np.nda
 
 
 def _rib_rows(bone: np.ndarray, instances: np.ndarray, box: tuple[slice, ...], order: np.ndarray,
-              volumes: np.ndarray, spacing, table: LabelTable) -> np.ndarray:
+              partly_seen: np.ndarray, spacing, table: LabelTable, metal: np.ndarray | None = None) -> np.ndarray:
     """:func:`.rib_evidence.rib_log_likelihood` of the instances (found inside ``box`` of the ``bone`` grid), in
-    cranio-caudal ``order`` (their ``volumes`` in that order). A vertebra the view's end cut to under
-    ``MOSTLY_SEEN`` of its neighbour in the column is partly seen: it may have lost its ribs with the cut."""
+    cranio-caudal ``order`` (``partly_seen`` in that order: cut by the view, they may have lost their ribs with
+    the cut). Ribs are not looked for in the ``metal`` planes (axis 2), and a vertebra mostly in them says
+    nothing."""
+    count = int(instances.max())
     on_grid = np.zeros(bone.shape, dtype=np.int32)
     on_grid[box] = instances
-    at_the_ends = np.zeros(int(instances.max()) + 1, dtype=bool)
-    at_the_ends[np.unique(on_grid[:, :, [0, -1]])] = True
-    partly_seen = at_the_ends[1:][order] & (volumes < MOSTLY_SEEN * _neighbour_volumes(volumes))
-    return rib_log_likelihood(lateral_reach(bone, on_grid, spacing)[order], partly_seen, table)
+    silent = np.zeros(count, dtype=bool)
+    if metal is not None and metal.any():
+        voxels = np.bincount(on_grid.ravel(), minlength=count + 1)[1:]
+        in_metal = np.bincount(on_grid[:, :, metal].ravel(), minlength=count + 1)[1:]
+        silent = (in_metal >= METAL_SILENCES * np.maximum(voxels, 1))[order]
+        bone = bone & ~metal[None, None, :]
+        on_grid[:, :, metal] = 0
+    rows = rib_log_likelihood(lateral_reach(bone, on_grid, spacing)[order], partly_seen, table)
+    rows[silent] = 0.0
+    return rows
 
 
 def _neighbour_volumes(volumes: np.ndarray) -> np.ndarray:
     """Per vertebra top down, the volume of the one above it (for the top one, the one below)."""
     return np.r_[volumes[1:2], volumes[:-1]] if len(volumes) > 1 else volumes
+
+
+def _at_the_view_ends(instances: np.ndarray, box: tuple[slice, ...], shape) -> np.ndarray:
+    """Per instance (1..n of ``instances``, the part of the grid inside ``box``): whether the view's end (a face
+    of the grid along axis 2) cuts it."""
+    cut = np.zeros(int(instances.max()) + 1, dtype=bool)
+    if box[2].start == 0:
+        cut[np.unique(instances[:, :, 0])] = True
+    if box[2].stop == shape[2]:
+        cut[np.unique(instances[:, :, -1])] = True
+    return cut[1:]
 
 
 def _cut_by_the_grid(instances: np.ndarray, box: tuple[slice, ...], shape) -> np.ndarray:

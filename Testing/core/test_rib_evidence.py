@@ -15,12 +15,16 @@ from SpineSegLib.preprocess import normalize_intensity
 from SpineSegLib.region_numbering import label_by_regions
 from SpineSegLib.rib_evidence import (
     BONE_HU,
+    METAL_HU,
+    METAL_MARGIN_MM,
     THORACIC_HALF_WIDTH_MM,
     bone_mask,
     lateral_reach,
+    metal_planes,
     rib_log_likelihood,
     trim_ribs,
 )
+from SpineSegLib.volume import Volume
 
 TABLE = load_label_table()
 REGIONS = np.array([label.region for label in TABLE.labels])
@@ -29,6 +33,13 @@ REGIONS = np.array([label.region for label in TABLE.labels])
 @functools.cache
 def _phantom(region: str):
     return generate_phantom(PhantomConfig(seed=5, region=region, spacing=(2.0, 2.0, 2.0), lesions=0))
+
+
+@functools.cache
+def _screwed_lumbar_phantom():
+    """A lumbar view with pedicle screws in T12-L2 and their streaks."""
+    return generate_phantom(PhantomConfig(seed=7, region="lumbar", spacing=(2.0, 2.0, 2.0), lesions=0, metal=True,
+                                          variant="none"))
 
 
 def _reach_by_name(labels: np.ndarray, bone: np.ndarray) -> dict[str, float]:
@@ -94,6 +105,14 @@ def test_the_ribs_say_thoracic_or_not_and_a_vertebra_cut_without_ribs_says_nothi
     assert not rows[:, REGIONS == "sacral"].any()  # its wings and the pelvis reach far: left to the network
 
 
+def test_t1_bears_a_short_rib_and_the_thoracic_vertebrae_below_it_long_ones():
+    c7, t1, t12, l1 = (TABLE.order(TABLE.by_name(name).value) for name in ("C7", "T1", "T12", "L1"))
+    rows = rib_log_likelihood(np.array([50.0, 40.0, 80.0]), np.zeros(3, dtype=bool), TABLE)
+    assert rows[0, t1] > rows[0, c7] + 1 and rows[0, t1] > rows[0, t12]  # a first rib's reach, short for T12's
+    assert rows[1, l1] > rows[1, t12] + 3  # transverse processes only: no T12
+    assert rows[2, t12] > rows[2, l1] + 3  # a long rib
+
+
 def _fooled_thoracic_view():
     """A thoracic view's labels, the probabilities of a network that calls C6, C7, L1 and L2 thoracic, and the
     affine."""
@@ -128,3 +147,52 @@ def test_a_vertebra_the_view_cut_but_mostly_shows_still_says_it_bears_no_rib():
     bone = _phantom("thoracic").ct.array[..., :top] > BONE_HU
     found = names_top_down(label_by_regions(probs[..., :top], affine, bone=bone))
     assert found == names_top_down(reference[..., :top])[:len(found)] and found[0] == "C7"
+
+
+def test_a_sliver_of_c7_the_network_calls_thoracic_does_not_make_a_thirteenth_thoracic_vertebra():
+    """A thoracic view whose top edge leaves under half of C7, which the network calls thoracic and which shows
+    no rib (it may have been cut off): taken at its word, it is T1 and the rest T2-T13. What a vertebra cut by the
+    view says of its region weighs by how much of it is in view, so it stays C7."""
+    phantom = _phantom("thoracic")
+    reference, c7 = phantom.labels.array, TABLE.by_name("C7").value
+    fooled = reference.copy()
+    fooled[reference == c7] = TABLE.by_name("T6").value
+    probs = 0.95 * seamed_probabilities(fooled) + 0.05 * seamed_probabilities(reference)
+    planes = np.flatnonzero((reference == c7).any(axis=(0, 1)))
+    top = planes[0] + int(0.45 * len(planes))
+    bone = phantom.ct.array[..., :top] > BONE_HU
+    found = names_top_down(label_by_regions(probs[..., :top], phantom.labels.affine, bone=bone))
+    assert found == names_top_down(reference[..., :top]) and found[0] == "C7"
+
+
+def test_the_metal_planes_are_those_of_the_screws_and_a_few_mm_around_them_in_any_orientation():
+    ct = _screwed_lumbar_phantom().ct
+    with_metal = np.flatnonzero((ct.array >= METAL_HU).any(axis=(0, 1)))
+    margin = int(METAL_MARGIN_MM / 2.0)
+    expected = np.zeros(ct.shape[2], dtype=bool)
+    expected[with_metal[0] - margin:with_metal[-1] + margin + 1] = True
+    assert np.array_equal(metal_planes(ct, ct.affine, ct.shape[2]), expected)
+    flip = np.eye(4)
+    flip[2, 2], flip[2, 3] = -1.0, ct.shape[2] - 1  # stored top down: index k is the original's n-1-k
+    flipped = Volume(ct.array[..., ::-1].copy(), ct.affine @ flip)
+    assert np.array_equal(metal_planes(flipped, ct.affine, ct.shape[2]), expected)  # the same planes in space
+    assert not metal_planes(_phantom("cervical").ct, _phantom("cervical").ct.affine, 10).any()
+
+
+def test_streaks_from_screws_do_not_pass_for_ribs():
+    """Screws throw bright streaks across their planes; one touching a vertebra reaches as far as a rib, so a
+    count that took them for ribs calls the screwed lumbar vertebrae thoracic. Away from the metal's planes, the
+    ribs keep the count."""
+    phantom = _screwed_lumbar_phantom()
+    reference, bone = phantom.labels.array, phantom.ct.array > BONE_HU
+    reach = _reach_by_name(reference, bone)
+    assert reach["L1"] > 60 and reach["L3"] < 42  # L1 has screws, L3 none
+    fooled = reference.copy()
+    for name in ("L1", "L2", "L3", "L4"):
+        fooled[reference == TABLE.by_name(name).value] = TABLE.by_name("T6").value
+    probs = 0.9 * seamed_probabilities(fooled) + 0.1 * seamed_probabilities(reference)
+    truth = names_top_down(reference)
+    assert names_top_down(label_by_regions(probs, phantom.labels.affine, bone=bone))[-1] != "sacrum"
+    metal = metal_planes(phantom.ct, phantom.ct.affine, reference.shape[2])
+    found = names_top_down(label_by_regions(probs, phantom.labels.affine, bone=bone, metal=metal))
+    assert found == truth[-len(found):] and len(found) >= len(truth) - 1  # the top sliver of T11 may go
