@@ -167,6 +167,19 @@ def test_a_vertebra_with_wings_or_lateral_masses_stays_one():
     assert split_vertebrae(background < 0.5, (1.5, 1.5, 1.5), background=background).max() == 1
 
 
+@pytest.mark.parametrize("offset_mm, pieces", [(9.0, 2), (13.5, 1)])
+def test_only_bodies_stacked_along_the_column_are_split_by_shape(offset_mm, pieces):
+    """The network saw no seam: a thick block with another on top, set to the side by ``offset_mm``. Two bodies
+    a step of scoliosis apart are two vertebrae; a block well to the side is no body (one of C1's lateral masses
+    above C2's dens), and cutting there would split C1 and C2 down the middle."""
+    shift = int(offset_mm / 1.5)
+    foreground = np.zeros((40, 16, 24), dtype=bool)
+    foreground[5:15, 3:13, 1:11] = True
+    foreground[5 + shift:15 + shift, 3:13, 11:19] = True
+    assert ndimage.label(foreground)[1] == 1  # joined
+    assert split_vertebrae(foreground, (1.5, 1.5, 1.5), background=np.where(foreground, 0.02, 1.0)).max() == pieces
+
+
 def test_bone_beside_a_vertebra_is_split_off_at_a_weak_seam():
     """A block of bone 45 mm to the side (a pelvis wing against the sacrum) joined through bone the network was
     unsure of is a part of its own, which counting then leaves out as off the column."""
