@@ -45,9 +45,11 @@ SPLIT_FRACTION = 0.25  # ... into pieces each at least this fraction of the larg
 # its deepest point when the cores lie one above the other (see split_by_shape). Only a vertebral body is that
 # thick: C2's dens, above its body, reaches about two thirds of the body's depth and must not count as a body.
 CORE_DEPTH = 0.75
-# ... and stacked bodies lie this close in-plane (a step of scoliosis is less): C1's lateral masses, beside C2's
-# dens, do not, and a part split down the middle would name one of them C1 and give the other to C2.
-BODY_AXIS_MM = 12.0
+# ... and stacked bodies lie one above another along the column: from one body the nearest other lies within this
+# slope (in-plane over vertical distance, tan 40 degrees; the column bends far less between two levels). One of C1's
+# lateral masses beside C2's dens does not, and a part cut between them would name it C1 and give the other to C2.
+BODY_SLOPE = 0.84
+STACKED_CORES_MM = 2.0  # ... told on a grid this fine; on a coarser one a cervical core is a voxel or two
 SIDE_BY_SIDE_MM = 30.0  # pieces at one height and this close in-plane are one vertebra's (C1's lateral masses)
 # The column's top end: where no bone at all lies in this much of the view above the highest vertebra, the column
 # starts inside the view, and a column starts at C1 (the skull above it is no vertebra), which then anchors the
@@ -153,24 +155,29 @@ def split_part(part: np.ndarray, background: np.ndarray, spacing, min_voxels: in
 
 def split_by_shape(part: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> list[np.ndarray]:
     """A part split where it narrows between its thickest cores (vertebral bodies, deeper than ``CORE_DEPTH`` of
-    its deepest point) stacked one above another; cores side by side (a sacrum's wings) are one vertebra's, and a
-    core off to the side of every other (``BODY_AXIS_MM`` in-plane, ``spacing`` in mm) is no body."""
+    its deepest point) stacked one above another (``BODY_SLOPE``, on a grid of ``spacing`` mm up to
+    ``STACKED_CORES_MM``); cores side by side (a sacrum's wings) are one vertebra's."""
     depth = ndimage.distance_transform_edt(np.pad(part, 1))[1:-1, 1:-1, 1:-1]
-    cores = _stacked_cores(_large_cores(depth >= CORE_DEPTH * depth.max()), spacing)
+    cores = _large_cores(depth >= CORE_DEPTH * depth.max())
+    if max(spacing) <= STACKED_CORES_MM:
+        cores = _stacked_cores(cores)
     pieces = _grow_groups(part, cores, (1.0, 1.0, 1.0), np.inf)
     return [vertebra for piece in pieces for vertebra in split_by_shape(piece, spacing)] if pieces else [part]
 
 
-def _stacked_cores(cores: np.ndarray, spacing) -> np.ndarray:
-    """The ``cores`` (labelled) that lie within ``BODY_AXIS_MM`` in-plane of another one: vertebral bodies stack
-    along the column, while one of C1's lateral masses, thick enough to be a core beside C2's dens, does not."""
+def _stacked_cores(cores: np.ndarray) -> np.ndarray:
+    """The ``cores`` (labelled, on a grid of equal spacing) whose nearest other core lies along the column:
+    within ``BODY_SLOPE`` of straight above or below."""
     labels = [label for label, box in enumerate(ndimage.find_objects(cores), start=1) if box is not None]
     if len(labels) < 2:
         return cores
-    centres = np.array(ndimage.center_of_mass(np.ones(cores.shape), cores, labels))[:, :2] * np.asarray(spacing)[:2]
-    apart = np.linalg.norm(centres[:, None] - centres[None], axis=2)
-    np.fill_diagonal(apart, np.inf)
-    return np.where(np.isin(cores, np.array(labels)[apart.min(axis=1) > BODY_AXIS_MM]), 0, cores)
+    centres = np.array(ndimage.center_of_mass(np.ones(cores.shape), cores, labels))
+    offsets = centres[:, None] - centres[None]
+    distances = np.linalg.norm(offsets, axis=2)
+    np.fill_diagonal(distances, np.inf)
+    nearest = offsets[np.arange(len(labels)), distances.argmin(axis=1)]
+    off_the_column = np.linalg.norm(nearest[:, :2], axis=1) > BODY_SLOPE * np.abs(nearest[:, 2])
+    return np.where(np.isin(cores, np.array(labels)[off_the_column]), 0, cores)
 
 
 def _large_cores(mask: np.ndarray, min_voxels: int = 1) -> np.ndarray:
@@ -408,7 +415,7 @@ def _rib_rows(bone: np.ndarray, instances: np.ndarray, box: tuple[slice, ...], o
         silent = (in_metal >= METAL_SILENCES * np.maximum(voxels, 1))[order]
         bone = bone & ~metal[None, None, :]
         on_grid[:, :, metal] = 0
-    rows = rib_log_likelihood(lateral_reach(bone, on_grid, spacing)[order], partly_seen, table)
+    rows = rib_log_likelihood(lateral_reach(bone, on_grid, spacing, count)[order], partly_seen, table)
     rows[silent] = 0.0
     return rows
 

@@ -62,13 +62,15 @@ def metal_planes(ct: Volume, grid_affine: np.ndarray, planes: int) -> np.ndarray
     return np.abs(plane_heights[:, None] - heights[None, :]).min(axis=1) <= METAL_MARGIN_MM
 
 
-def lateral_reach(bone: np.ndarray, instances: np.ndarray, spacing) -> np.ndarray:
-    """Per instance (1..n of ``instances``, on a grid whose axis 0 runs left-right; ``spacing`` in mm): how far
-    from its midline (the median left-right position of its voxels) it, or a rib-sized ``bone`` part touching
-    it, extends, in mm."""
-    count = int(instances.max())
+def lateral_reach(bone: np.ndarray, instances: np.ndarray, spacing, count: int | None = None) -> np.ndarray:
+    """Per instance (1..``count`` of ``instances``, default all, on a grid whose axis 0 runs left-right; ``spacing``
+    in mm): how far from its midline (the median left-right position of its voxels) it, or a rib-sized ``bone``
+    part touching it, extends, in mm (0 for an instance not on the grid)."""
+    count = int(instances.max()) if count is None else count
     spacing = np.asarray(spacing, dtype=float)
     vertebrae = instances > 0
+    if not vertebrae.any():
+        return np.zeros(count)
     surface = vertebrae & ~ndimage.binary_erosion(vertebrae)
     # Distances from the bone outside the vertebrae to their surface, within FAR_MM (infinite beyond): only the
     # bone is asked, which is far quicker than a distance map of the whole grid.

@@ -169,9 +169,10 @@ def test_a_vertebra_with_wings_or_lateral_masses_stays_one():
 
 @pytest.mark.parametrize("offset_mm, pieces", [(9.0, 2), (13.5, 1)])
 def test_only_bodies_stacked_along_the_column_are_split_by_shape(offset_mm, pieces):
-    """The network saw no seam: a thick block with another on top, set to the side by ``offset_mm``. Two bodies
-    a step of scoliosis apart are two vertebrae; a block well to the side is no body (one of C1's lateral masses
-    above C2's dens), and cutting there would split C1 and C2 down the middle."""
+    """The network saw no seam: a thick block with another on top, their centres 13.5 mm apart in height and
+    ``offset_mm`` to the side. Two bodies a step of scoliosis apart are two vertebrae; a block as far to the side
+    as above is no body (one of C1's lateral masses above C2's dens), and cutting there would split C1 and C2 down
+    the middle."""
     shift = int(offset_mm / 1.5)
     foreground = np.zeros((40, 16, 24), dtype=bool)
     foreground[5:15, 3:13, 1:11] = True

@@ -196,3 +196,21 @@ def test_streaks_from_screws_do_not_pass_for_ribs():
     metal = metal_planes(phantom.ct, phantom.ct.affine, reference.shape[2])
     found = names_top_down(label_by_regions(probs, phantom.labels.affine, bone=bone, metal=metal))
     assert found == truth[-len(found):] and len(found) >= len(truth) - 1  # the top sliver of T11 may go
+
+
+@pytest.mark.parametrize("covered", ["top", "all"])
+def test_vertebrae_wholly_in_the_metal_planes_say_nothing_of_ribs(covered):
+    """A long fusion: the vertebrae in the metal's planes are left out of the rib witness, whichever they are,
+    and where they all are, the count is the network's own."""
+    reference, probs, affine = _fooled_thoracic_view()
+    bone = _phantom("thoracic").ct.array > BONE_HU
+    metal = np.zeros(reference.shape[2], dtype=bool)
+    metal[(reference.shape[2] * 2) // 3 if covered == "top" else 0:] = True
+    found = names_top_down(label_by_regions(probs, affine, bone=bone, metal=metal))
+    if covered == "all":
+        assert found == names_top_down(label_by_regions(probs, affine))
+    else:
+        assert found[-2:] == ["L1", "L2"]  # the ribs below the metal still end the thoracic spine at T12
+    instances = np.zeros((4, 4, 4), dtype=np.int32)
+    instances[1:3, 1:3, 1:3] = 1
+    assert len(lateral_reach(np.zeros((4, 4, 4), dtype=bool), instances, (1.0, 1.0, 1.0), count=3)) == 3
