@@ -331,13 +331,14 @@ def label_by_regions(probabilities: np.ndarray, affine: np.ndarray, min_volume_m
     sized = ~_cut_by_the_grid(instances, box, foreground.shape)[order]
     # A vertebra the view's end cuts shows the network only part of itself: its region call weighs by the part
     # in view (a sliver of C7 called thoracic must not outweigh the thirteenth rib-bearing vertebra it implies).
-    cut_by_view = _at_the_view_ends(instances, box, foreground.shape)[order]
-    in_view = np.where(cut_by_view, np.minimum(1.0, volumes / _neighbour_volumes(volumes)), 1.0)
+    neighbours = _neighbour_volumes(volumes)
+    cut_by_view = _cut_by_the_grid(instances, box, foreground.shape, axes=(2,))[order]
+    in_view = np.where(cut_by_view, np.minimum(1.0, volumes / neighbours), 1.0)
     log_probs *= in_view[:, None]
     if bone is not None:
         log_probs += _rib_rows(bone, instances, box, order, cut_by_view & (in_view < MOSTLY_SEEN), spacing, table,
                                metal)
-    nearly_whole = sized | (volumes >= NEARLY_WHOLE * _neighbour_volumes(volumes))
+    nearly_whole = sized | (volumes >= NEARLY_WHOLE * neighbours)
     steps = step_log_ratios(centroids[order] * spacing, nearly_whole)
     column_top = (foreground.shape[2] - box[2].stop) * spacing[2] >= COLUMN_TOP_MM
     ranks, joined_share = count_along_column(log_probs, volumes, sized, column_top, table, sizes, steps)
@@ -425,22 +426,12 @@ def _neighbour_volumes(volumes: np.ndarray) -> np.ndarray:
     return np.r_[volumes[1:2], volumes[:-1]] if len(volumes) > 1 else volumes
 
 
-def _at_the_view_ends(instances: np.ndarray, box: tuple[slice, ...], shape) -> np.ndarray:
-    """Per instance (1..n of ``instances``, the part of the grid inside ``box``): whether the view's end (a face
-    of the grid along axis 2) cuts it."""
-    cut = np.zeros(int(instances.max()) + 1, dtype=bool)
-    if box[2].start == 0:
-        cut[np.unique(instances[:, :, 0])] = True
-    if box[2].stop == shape[2]:
-        cut[np.unique(instances[:, :, -1])] = True
-    return cut[1:]
-
-
-def _cut_by_the_grid(instances: np.ndarray, box: tuple[slice, ...], shape) -> np.ndarray:
+def _cut_by_the_grid(instances: np.ndarray, box: tuple[slice, ...], shape, axes=(0, 1, 2)) -> np.ndarray:
     """Per instance (1..n of ``instances``, the part of the grid inside ``box``): whether it touches a face of
-    the grid, so the view may have cut it."""
+    the grid across ``axes``, so the view may have cut it (axis 2 alone: the view's ends)."""
     cut = np.zeros(int(instances.max()) + 1, dtype=bool)
-    for axis, (part, size) in enumerate(zip(box, shape, strict=True)):
+    for axis in axes:
+        part, size = box[axis], shape[axis]
         for at_face, index in ((part.start == 0, 0), (part.stop == size, -1)):
             if at_face:
                 cut[np.unique(np.take(instances, index, axis=axis))] = True
