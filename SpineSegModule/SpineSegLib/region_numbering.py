@@ -171,7 +171,7 @@ def _stacked_cores(cores: np.ndarray) -> np.ndarray:
     labels = [label for label, box in enumerate(ndimage.find_objects(cores), start=1) if box is not None]
     if len(labels) < 2:
         return cores
-    centres = np.array(ndimage.center_of_mass(np.ones(cores.shape), cores, labels))
+    centres = np.array(ndimage.center_of_mass(cores > 0, cores, labels))
     offsets = centres[:, None] - centres[None]
     distances = np.linalg.norm(offsets, axis=2)
     np.fill_diagonal(distances, np.inf)
@@ -202,7 +202,7 @@ def _grow_groups(part: np.ndarray, cores: np.ndarray, spacing, side_mm: float, c
     labels = [label for label, box in enumerate(boxes, start=1) if box is not None]
     if len(labels) < 2:
         return None
-    centres = np.array(ndimage.center_of_mass(np.ones(cores.shape), cores, labels)) * np.asarray(spacing, float)
+    centres = np.array(ndimage.center_of_mass(cores > 0, cores, labels)) * np.asarray(spacing, float)
     spans = [(boxes[label - 1][2].start, boxes[label - 1][2].stop) for label in labels]
     group = list(range(len(labels)))  # union-find over the cores
 
