@@ -128,31 +128,28 @@ def split_at_weak_seams(parts: np.ndarray, background: np.ndarray, spacing, min_
     for box_index, box in enumerate(ndimage.find_objects(parts)):
         if box is None:
             continue
-        view_ends = (box[2].start == 0, box[2].stop == parts.shape[2])
-        for piece in split_part(parts[box] == box_index + 1, background[box], spacing, min_voxels, levels,
-                                view_ends):
+        for piece in split_part(parts[box] == box_index + 1, background[box], spacing, min_voxels, levels):
             count += 1
             out[box][piece] = count
     return out, count
 
 
 def split_part(part: np.ndarray, background: np.ndarray, spacing, min_voxels: int = 1,
-               levels=SEAM_LEVELS, view_ends=(False, False)) -> list[np.ndarray]:
+               levels=SEAM_LEVELS) -> list[np.ndarray]:
     """One part (a boolean mask; ``spacing`` in mm) as the bones in it, each grown back over the part from its
     core and looked at again.
 
     Where the network's ``background`` probability shows a seam it was unsure of, the part falls apart at a
     stricter bone threshold (``levels``, strictest last) into pieces of at least ``SPLIT_FRACTION`` of the largest
     (and ``min_voxels``): vertebrae one above another, or bone beside the column (pelvis, ribs); pieces at one
-    height within ``SIDE_BY_SIDE_MM`` are one vertebra's. A piece on a ``view_ends`` (the part's first and last
-    slices along axis 2, where the view ends) is a vertebra the view cut and needs only ``CUT_FRACTION``. Failing
-    that, it is split by its shape (:func:`split_by_shape`)."""
+    height within ``SIDE_BY_SIDE_MM`` are one vertebra's. Failing that, it is split by its shape
+    (:func:`split_by_shape`)."""
     for index, level in enumerate(levels):
-        cores = _large_cores(part & (background < level), min_voxels, view_ends)
+        cores = _large_cores(part & (background < level), min_voxels)
         pieces = _grow_groups(part, cores, spacing, SIDE_BY_SIDE_MM, np.clip(background, 0.0, 1.0))
         if pieces:
             return [bone for piece in pieces
-                    for bone in split_part(piece, background, spacing, min_voxels, levels[index + 1:], view_ends)]
+                    for bone in split_part(piece, background, spacing, min_voxels, levels[index + 1:])]
     return split_by_shape(part, spacing)
 
 
@@ -183,19 +180,14 @@ def _stacked_cores(cores: np.ndarray) -> np.ndarray:
     return np.where(np.isin(cores, np.array(labels)[off_the_column]), 0, cores)
 
 
-def _large_cores(mask: np.ndarray, min_voxels: int = 1, view_ends=(False, False)) -> np.ndarray:
-    """Connected parts of ``mask`` of at least ``SPLIT_FRACTION`` of the largest and ``min_voxels`` (labelled);
-    ``CUT_FRACTION`` for those on the first or last slice along axis 2 where ``view_ends`` says the view ends."""
+def _large_cores(mask: np.ndarray, min_voxels: int = 1) -> np.ndarray:
+    """Connected parts of ``mask`` of at least ``SPLIT_FRACTION`` of the largest and ``min_voxels`` (labelled)."""
     cores, count = ndimage.label(mask, ndimage.generate_binary_structure(3, 1))
     if count < 2:
         return cores
     sizes = np.bincount(cores.ravel(), minlength=count + 1)
     sizes[0] = 0
-    fraction = np.full(count + 1, SPLIT_FRACTION)
-    for at_end, index in zip(view_ends, (0, -1)):
-        if at_end:
-            fraction[np.unique(cores[:, :, index])] = CUT_FRACTION
-    small = sizes < np.maximum(min_voxels, fraction * sizes.max())
+    small = sizes < max(min_voxels, SPLIT_FRACTION * sizes.max())
     small[0] = True
     return np.where(small[cores], 0, cores)
 
@@ -204,8 +196,7 @@ def _grow_groups(part: np.ndarray, cores: np.ndarray, spacing, side_mm: float, c
     """The part cut into one piece per group of ``cores`` (labelled), grown from them over the part: along the
     lowest ``cost`` (in [0, 1]: where the network saw a seam, a watershed), or without one to the group each voxel
     is nearest to through the part (a voxel at a time); None when the cores form one group. Cores whose heights
-    (axis 2) overlap by half the shorter and whose centres lie within ``side_mm`` in-plane, side by side rather
-    than stacked (``BODY_SLOPE``: a tall core's process may reach down beside the next body), are one group: one
+    (axis 2) overlap by half the shorter and whose centres lie within ``side_mm`` in-plane are one group: one
     vertebra's."""
     boxes = ndimage.find_objects(cores)
     labels = [label for label, box in enumerate(boxes, start=1) if box is not None]
@@ -224,9 +215,7 @@ def _grow_groups(part: np.ndarray, cores: np.ndarray, spacing, side_mm: float, c
         for b in range(a + 1, len(labels)):
             overlap = min(spans[a][1], spans[b][1]) - max(spans[a][0], spans[b][0])
             shorter = min(spans[a][1] - spans[a][0], spans[b][1] - spans[b][0])
-            apart = np.linalg.norm(centres[a, :2] - centres[b, :2])
-            stacked = apart <= BODY_SLOPE * abs(centres[a, 2] - centres[b, 2])
-            if overlap >= 0.5 * shorter and apart <= side_mm and not stacked:
+            if overlap >= 0.5 * shorter and np.linalg.norm(centres[a, :2] - centres[b, :2]) <= side_mm:
                 group[root(b)] = root(a)
     roots = sorted({root(i) for i in range(len(labels))})
     if len(roots) < 2:
@@ -238,10 +227,7 @@ def _grow_groups(part: np.ndarray, cores: np.ndarray, spacing, side_mm: float, c
     if cost is not None:
         markers[~part] = len(roots) + 1  # outside the part: its own basin, so the pieces grow only over the part
         grown = ndimage.watershed_ift(np.round(cost * 65535).astype(np.uint16), markers, cross)
-        # The outside's basin takes the part's voxels that bone beside the part (a piece split off it earlier)
-        # reaches more cheaply than any core does (bone too small for a core, behind a seam): they go to the core
-        # nearest through the part instead of being lost.
-        markers = np.where(part & (grown <= len(roots)), grown, 0)
+        return [part & (grown == index) for index in range(1, len(roots) + 1)]
     while True:
         grown = ndimage.grey_dilation(markers, footprint=cross)
         reached = part & (markers == 0) & (grown > 0)

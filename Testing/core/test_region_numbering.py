@@ -11,7 +11,7 @@ from scipy import ndimage
 from SpineSegLib.labels import load_label_table
 from SpineSegLib.level_sizes import LevelSizes, fit_level_sizes, whole_vertebra_volumes
 from SpineSegLib.phantom import PhantomConfig, generate_phantom
-from SpineSegLib.region_numbering import label_by_regions, split_part, split_vertebrae
+from SpineSegLib.region_numbering import label_by_regions, split_vertebrae
 from SpineSegLib.rib_evidence import BONE_HU
 
 TABLE = load_label_table()
@@ -115,41 +115,6 @@ def test_vertebrae_joined_where_the_network_was_unsure_are_split_there():
     assert instances.max() == 2
     assert len(np.unique(instances[2:10, 2:10, :8])) == len(np.unique(instances[2:10, 2:10, 10:])) == 1
     assert np.array_equal(instances > 0, foreground)  # the seam's voxels go to the two vertebrae, none lost
-
-
-def test_a_split_loses_no_bone_to_the_bone_beside_the_part():
-    """A part (two vertebrae and, behind a seam the network was unsure of, a block too small for a core of its
-    own) lying against bone that is not the part's (a piece split off it earlier): every voxel of the part ends
-    up in one of its pieces, none in the bone beside it."""
-    background = np.ones((12, 12, 40), dtype=np.float32)
-    background[1:11, 1:11, 1:13] = background[1:11, 1:11, 15:27] = 0.02  # two vertebrae, a sure seam apart
-    background[1:11, 1:11, 13:15] = 0.4
-    background[3:9, 3:9, 29:33] = 0.02  # the block ...
-    background[3:9, 3:9, 27:29] = 0.4  # ... behind an unsure seam
-    background[3:9, 3:9, 33:39] = 0.02  # bone beside the part
-    part = (background < 0.5) & (np.arange(40) < 33)
-    pieces = split_part(part, background, (1.5, 1.5, 1.5))
-    assert len(pieces) == 2
-    assert np.array_equal(np.sum(pieces, axis=0), part)
-
-
-@pytest.mark.parametrize("cut_by_the_view", [True, False])
-def test_a_vertebra_the_view_cut_is_split_off_the_one_above_at_an_unsure_seam(cut_by_the_view):
-    """At the bottom of the view, a slab of a vertebra (300 voxels, under a quarter of the one above) joined to
-    the vertebra above through a seam the network was unsure of, that vertebra's process hanging down behind it:
-    cut by the view's end it is a vertebra of its own; with the view going on below, it is a piece of the one
-    above."""
-    below = 0 if cut_by_the_view else 1  # background slices under the slab
-    background = np.ones((16, 20, 20 + below), dtype=np.float32)
-    body = background[..., below:]
-    body[3:13, 3:13, 0:3] = 0.02  # the slab, on the view's first slice when cut
-    body[3:13, 3:13, 3:5] = 0.4  # the unsure seam
-    body[3:13, 3:13, 5:17] = 0.02  # the vertebra above ...
-    body[7:9, 13:17, 5:17] = body[7:9, 14:17, 0:5] = 0.02  # ... and its process, reaching down behind the slab
-    foreground = background < 0.5
-    instances = split_vertebrae(foreground, (1.5, 1.5, 1.5), background=background)
-    assert instances.max() == (2 if cut_by_the_view else 1)
-    assert (instances[8, 8, below + 1] != instances[8, 8, below + 10]) == cut_by_the_view
 
 
 def test_a_vertebra_is_not_split_off_its_own_unsure_tip():
