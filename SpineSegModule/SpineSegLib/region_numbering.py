@@ -328,11 +328,11 @@ def label_by_regions(probabilities: np.ndarray, affine: np.ndarray, min_volume_m
     order = np.argsort(centroids @ affine[2, :3])[::-1]  # cranio-caudal
     log_probs = region_log_probs(probabilities[(slice(None), *box)], instances, table)[order]
     volumes = np.bincount(instances.ravel(), minlength=count + 1)[1:][order] * voxel_mm3
-    sized = ~_cut_by_the_grid(instances, box, foreground.shape)[order]
+    cut_by_view = _cut_by_the_grid(instances, box, foreground.shape, axes=(2,))[order]
+    sized = ~(cut_by_view | _cut_by_the_grid(instances, box, foreground.shape, axes=(0, 1))[order])
     # A vertebra the view's end cuts shows the network only part of itself: its region call weighs by the part
     # in view (a sliver of C7 called thoracic must not outweigh the thirteenth rib-bearing vertebra it implies).
     neighbours = _neighbour_volumes(volumes)
-    cut_by_view = _cut_by_the_grid(instances, box, foreground.shape, axes=(2,))[order]
     in_view = np.where(cut_by_view, np.minimum(1.0, volumes / neighbours), 1.0)
     log_probs *= in_view[:, None]
     if bone is not None:
@@ -426,7 +426,7 @@ def _neighbour_volumes(volumes: np.ndarray) -> np.ndarray:
     return np.r_[volumes[1:2], volumes[:-1]] if len(volumes) > 1 else volumes
 
 
-def _cut_by_the_grid(instances: np.ndarray, box: tuple[slice, ...], shape, axes=(0, 1, 2)) -> np.ndarray:
+def _cut_by_the_grid(instances: np.ndarray, box: tuple[slice, ...], shape, axes) -> np.ndarray:
     """Per instance (1..n of ``instances``, the part of the grid inside ``box``): whether it touches a face of
     the grid across ``axes``, so the view may have cut it (axis 2 alone: the view's ends)."""
     cut = np.zeros(int(instances.max()) + 1, dtype=bool)
