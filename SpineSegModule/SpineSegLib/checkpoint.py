@@ -22,6 +22,7 @@ from .labels import LabelTable, load_label_table
 from .lesion_scores import calibrations_from_card
 from .level_sizes import LevelSizes
 from .postprocess import IDENTITY_STAGES, NUMBERINGS
+from .surface_refinement import refinements_from_card
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -160,6 +161,12 @@ def _validated_card(folder: Path, shown: Path) -> dict:
             calibrations_from_card(calibration, table)
         except (ValueError, TypeError, AttributeError) as error:
             raise CheckpointError(f"{shown}: postprocessing.lesion_calibration: {error}") from None
+    refinement = (card.get("postprocessing") or {}).get("surface_refinement")
+    if refinement is not None:
+        try:
+            refinements_from_card(refinement)
+        except (ValueError, TypeError, AttributeError) as error:
+            raise CheckpointError(f"{shown}: postprocessing.surface_refinement: {error}") from None
     return card
 
 

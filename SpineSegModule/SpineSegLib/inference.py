@@ -26,8 +26,9 @@ from .preprocess import Orientation, prepare
 from .progress import CancelToken, ProgressCallback, SubProgress, no_progress
 from .region_numbering import label_by_regions
 from .resources import default_model_path
-from .results import SegmentationResult, vertebra_summary
+from .results import SegmentationResult, SurfaceInputs, vertebra_summary
 from .rib_evidence import bone_mask, metal_planes
+from .surface_refinement import effective_foreground, refinements_from_card, work_box
 from .volume import Volume
 
 CROP_MARGIN_MM = 20.0
@@ -64,11 +65,15 @@ class Segmenter:
     Lesions are listed from ``postprocessing.lesion_threshold`` on the heatmap's peaks or, where the card has a
     ``lesion_calibration`` for the pass that made the heatmap, from its threshold on calibrated scores
     (:mod:`.lesion_scores`). ``lesion_threshold`` replaces the threshold in force; ``calibrate_lesions=False``
-    lists raw peaks even so (what fitting a calibration needs)."""
+    lists raw peaks even so (what fitting a calibration needs).
+
+    Where the card has a ``surface_refinement`` for the pass that made the labels, the vertebrae's surfaces are
+    classified again on the input grid from the CT (:mod:`.surface_refinement`); ``refine_surfaces=False`` skips
+    it, and the result's ``surface_inputs`` then holds what fitting one needs."""
 
     def __init__(self, model: LoadedModel | str | Path | None = None, device: str = "auto", fast: bool = False,
                  overlap: float = 0.25, sw_batch_size: int = 1, lesion_threshold: float | None = None,
-                 calibrate_lesions: bool = True):
+                 calibrate_lesions: bool = True, refine_surfaces: bool = True):
         self.device = resolve_device(device)
         if not isinstance(model, LoadedModel):
             model = load_checkpoint(model or default_model_path(), self.device)
@@ -87,6 +92,9 @@ class Segmenter:
         calibrations = self.post.get("lesion_calibration") if calibrate_lesions else None
         self.lesion_calibrations = calibrations_from_card(calibrations, self.table) if calibrations else {}
         self.lesion_threshold = lesion_threshold
+        refinements = self.post.get("surface_refinement") if refine_surfaces else None
+        self.surface_refinements = refinements_from_card(refinements) if refinements else {}
+        self.keep_surface_inputs = not refine_surfaces
 
     def lesion_rule(self, stage: str) -> tuple[LesionCalibration | None, float]:
         """The calibration (or None) and threshold that list the lesions of a heatmap made by ``stage``."""
@@ -165,12 +173,29 @@ class Segmenter:
                                         max(1, int(min_mm3 / np.prod(spacing))))
         else:
             labels_grid = label_vertebrae(probs, grid_affine, min_mm3, self.table)
-        calibration, threshold = self.lesion_rule("fine" if fine_ran else "coarse")
+        pass_name = "fine" if fine_ran else "coarse"
+        calibration, threshold = self.lesion_rule(pass_name)
         lesions = detect_lesions(heat, grid_affine, labels_grid, threshold, self.post.get("nms_radius_mm", 5.0),
                                  self.table, calibration)
         cancel.raise_if_cancelled()
         progress(0.92, "mapping to the input grid")
         labels_canonical = project_labels(labels_grid, grid_affine, canonical.shape, canonical.affine)
+        refinement, surface_inputs = self.surface_refinements.get(pass_name), None
+        if refinement or self.keep_surface_inputs:
+            # Only around the vertebrae: the band and the work box never reach farther (the crop is far larger).
+            near = work_box(labels_grid > 0, np.linalg.norm(grid_affine[:3, :3], axis=0))
+            lo = [s.start for s in near] if near else [0, 0, 0]
+            foreground = project_linear(effective_foreground(labels_grid, probs[0])[near or ...],
+                                        grid_affine @ _translation(lo), canonical.shape, canonical.affine)
+            if self.keep_surface_inputs:
+                surface_inputs = SurfaceInputs(labels_canonical, foreground, canonical, pass_name)
+            if refinement:
+                progress(0.94, "refining the surfaces")
+                refining = time.perf_counter()
+                labels_canonical = refinement.refine(labels_canonical, foreground, canonical.array,
+                                                     canonical.spacing)
+                timings["surface_s"] = round(time.perf_counter() - refining, 2)
+            del foreground
         heat_canonical = project_linear(heat.max(axis=0), grid_affine, canonical.shape, canonical.affine)
         heat_canonical[heat_canonical < HEATMAP_FLOOR] = 0.0
         labels = Volume(orientation.from_canonical(labels_canonical), ct.affine)
@@ -185,9 +210,11 @@ class Segmenter:
             "input": {"shape": list(ct.shape), "spacing_mm": [round(float(s), 4) for s in ct.spacing]},
             "timings": timings,
             "lesion_scores": {"kind": "calibrated" if calibration else "heatmap peak", "threshold": threshold},
+            "surfaces": "refined from the CT" if refinement else "as the network drew them",
             "disclaimer": "Research software, not a medical device; not for diagnosis.",
         }
-        return SegmentationResult(labels, heatmap, lesions, vertebra_summary(labels, lesions, self.table), report)
+        return SegmentationResult(labels, heatmap, lesions, vertebra_summary(labels, lesions, self.table), report,
+                                  surface_inputs)
 
     def _spine_box(self, probs: np.ndarray, affine: np.ndarray, canonical: Volume):
         """Bounding box (canonical voxel indices) of the predicted spine plus a margin, or None if empty."""

@@ -36,6 +36,18 @@ class SegmentationResult:
     lesions: list[dict] = field(default_factory=list)
     vertebrae: list[dict] = field(default_factory=list)  # per-vertebra summary, cranio-caudal
     report: dict = field(default_factory=dict)  # model, input geometry, timings
+    surface_inputs: SurfaceInputs | None = None  # only when asked for (fitting a surface refinement)
+
+
+@dataclass
+class SurfaceInputs:
+    """What a surface refinement sees, on the canonical input grid: the labels before it, the network's
+    foreground probability (:func:`.surface_refinement.effective_foreground`, interpolated) and the CT."""
+
+    labels: np.ndarray
+    foreground: np.ndarray
+    ct: Volume  # canonical orientation
+    stage: str  # the pass whose foreground it is
 
 
 def vertebra_summary(labels: Volume, lesions: list[dict], table: LabelTable | None = None) -> list[dict]:

@@ -428,6 +428,7 @@ def test_finetune_from_a_checkpoint_on_a_saved_case(phantom_result, tiny_checkpo
 
     from spineseg_train.finetune import add_finetune_command
     from SpineSegLib.checkpoint import CARD_FILE, load_checkpoint
+    from SpineSegLib.resources import default_model_path
 
     corrections = phantom_result
     corrections.renumber("L3", "L2")
@@ -436,7 +437,9 @@ def test_finetune_from_a_checkpoint_on_a_saved_case(phantom_result, tiny_checkpo
     card = json.loads((base_path / CARD_FILE).read_text())
     calibration = {"candidate_threshold": 0.05, "threshold": 0.1,
                    "classes": {"fracture": [2.0, 0.5], "lytic": [1.5, 1.0], "sclerotic": [2.0, 0.5]}}
-    card["postprocessing"] = {"lesion_threshold": 0.4, "lesion_calibration": {"fine": calibration}}
+    bundled = json.loads((default_model_path() / CARD_FILE).read_text())["postprocessing"]
+    card["postprocessing"] = {"lesion_threshold": 0.4, "lesion_calibration": {"fine": calibration},
+                              "surface_refinement": bundled["surface_refinement"]}
     (base_path / CARD_FILE).write_text(json.dumps(card))
     parser = argparse.ArgumentParser()
     add_finetune_command(parser.add_subparsers())
@@ -446,7 +449,7 @@ def test_finetune_from_a_checkpoint_on_a_saved_case(phantom_result, tiny_checkpo
     assert args.run(args) == 0
     tuned = load_checkpoint(tmp_path / "tuned")
     base = load_checkpoint(base_path)
-    # the base's lesion calibration fits the base's heatmap only; the rest of its post-processing carries over
+    # the base's lesion calibration and surface refinement fit the base's outputs only; the rest carries over
     assert tuned.card["postprocessing"] == {"lesion_threshold": 0.4}
     assert tuned.card["architecture"] == base.card["architecture"]
     assert tuned.card["preprocessing"] == base.card["preprocessing"]

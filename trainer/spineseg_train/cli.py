@@ -325,6 +325,20 @@ def _cmd_level_sizes(args) -> int:
     return 0
 
 
+def _cmd_fit_surface(args) -> int:
+    from .surface_fit import fit_surface
+
+    try:
+        document = fit_surface(args.model, args.count, args.seed_start, args.data, args.device, args.fast,
+                               args.hidden, update_card=not args.dry_run)
+    except ValueError as error:
+        raise SystemExit(f"fit-surface: {error}") from None
+    print(json.dumps(document["fitted_on"], indent=2))
+    if not args.dry_run:
+        print(f"surface refinement written into {args.model} (postprocessing.surface_refinement)")
+    return 0
+
+
 def _cmd_calibrate_lesions(args) -> int:
     from .lesion_calibration import calibrate_lesions
 
@@ -348,6 +362,18 @@ def _update_card(model: str, summary: dict, report: dict) -> None:
     card.setdefault("metrics", {})[f"phantom_{report['mode']}"] = {**summary, "data": report["data"]}
     card.setdefault("timing", {})["cpu_seconds_" + report["mode"]] = round(summary["mean_seconds"], 1)
     write_json(card_path, card)
+
+
+def _tuning_arguments(parser, what: str, fast_help: str) -> None:
+    """The options of a command that fits part of a model's card on tuning cases."""
+    parser.add_argument("--model", required=True, help=f"model folder whose card gets the {what}")
+    parser.add_argument("--count", type=int, default=16, help="tuning phantoms (default 16)")
+    parser.add_argument("--seed-start", type=int, default=800_000,
+                        help="first tuning phantom seed (default 800000: apart from training and evaluation seeds)")
+    parser.add_argument("--data", help="a dataset folder of tuning cases instead of phantoms")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--fast", action="store_true", help=fast_help)
+    parser.add_argument("--dry-run", action="store_true", help=f"fit the {what} and print it, leave the card as it is")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -463,16 +489,15 @@ def build_parser() -> argparse.ArgumentParser:
     k = commands.add_parser("calibrate-lesions", help="fit the model's lesion scores per class on tuning cases, and "
                             "the threshold for at most --fp-per-scan false positives, into its card "
                             "(postprocessing.lesion_calibration)")
-    k.add_argument("--model", required=True, help="model folder whose card gets the calibration")
-    k.add_argument("--count", type=int, default=16, help="tuning phantoms (default 16)")
-    k.add_argument("--seed-start", type=int, default=800_000,
-                   help="first tuning phantom seed (default 800000: apart from training and evaluation seeds)")
-    k.add_argument("--data", help="a dataset folder of tuning cases instead of phantoms")
-    k.add_argument("--device", default="auto")
-    k.add_argument("--fast", action="store_true", help="calibrate the coarse pass's heatmap (fast mode)")
+    _tuning_arguments(k, "calibration", "calibrate the coarse pass's heatmap (fast mode)")
     k.add_argument("--fp-per-scan", type=float, default=1.0, help="false positives per scan the threshold allows")
-    k.add_argument("--dry-run", action="store_true", help="print the calibration, leave the card as it is")
     k.set_defaults(run=_cmd_calibrate_lesions)
+
+    f = commands.add_parser("fit-surface", help="fit how the vertebrae's surfaces are refined from the CT on the "
+                            "input grid, on tuning cases, into the model's card (postprocessing.surface_refinement)")
+    _tuning_arguments(f, "refinement", "fit the coarse pass's refinement (fast mode)")
+    f.add_argument("--hidden", type=int, default=16, help="hidden units of the perceptron (default 16)")
+    f.set_defaults(run=_cmd_fit_surface)
 
     try:  # fine-tuning lives in its own module (corrections workflow)
         from .finetune import add_finetune_command

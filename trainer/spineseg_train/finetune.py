@@ -98,9 +98,11 @@ def finetune(model: str | Path, data: list[StageData], out_dir: str | Path, step
     card = trainer.model_card(command or "spineseg-train finetune", time.time() - started, described)
     card["preprocessing"] = base.get("preprocessing", card["preprocessing"])
     card["postprocessing"] = dict(base.get("postprocessing", card["postprocessing"]))
-    if card["postprocessing"].pop("lesion_calibration", None):
-        log("the base model's lesion calibration was fitted on its own heatmap, not the fine-tuned one's: left out "
-            "(spineseg-train calibrate-lesions fits one again)")
+    for key, output, command in (("lesion_calibration", "heatmap", "calibrate-lesions"),
+                                 ("surface_refinement", "foreground", "fit-surface")):
+        if card["postprocessing"].pop(key, None):
+            log(f"the base model's {key.replace('_', ' ')} was fitted on its own {output}, not the fine-tuned "
+                f"one's: left out (spineseg-train {command} fits one again)")
     card["training"]["finetuned_from"] = {"name": base.get("name"), "path": str(Path(model).absolute()),
                                           "sha256": (base.get("weights") or {}).get("sha256")}
     trainer.export(export, card)
