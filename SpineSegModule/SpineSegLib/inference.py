@@ -69,7 +69,7 @@ class Segmenter:
 
     Where the card has a ``surface_refinement`` for the pass that made the labels, the vertebrae's surfaces are
     classified again on the input grid from the CT (:mod:`.surface_refinement`); ``refine_surfaces=False`` skips
-    it, and the result's ``surface_inputs`` then holds what fitting one needs."""
+    it, and the result's ``surface_inputs`` then holds what fitting one needs (None where no vertebra was found)."""
 
     def __init__(self, model: LoadedModel | str | Path | None = None, device: str = "auto", fast: bool = False,
                  overlap: float = 0.25, sw_batch_size: int = 1, lesion_threshold: float | None = None,
@@ -181,12 +181,12 @@ class Segmenter:
         progress(0.92, "mapping to the input grid")
         labels_canonical = project_labels(labels_grid, grid_affine, canonical.shape, canonical.affine)
         refinement, surface_inputs = self.surface_refinements.get(pass_name), None
-        if refinement or self.keep_surface_inputs:
+        if (refinement or self.keep_surface_inputs) and labels_grid.any():
             # Only around the vertebrae: the band and the work box never reach farther (the crop is far larger).
             near = work_box(labels_grid > 0, np.linalg.norm(grid_affine[:3, :3], axis=0))
-            lo = [s.start for s in near] if near else [0, 0, 0]
-            foreground = project_linear(effective_foreground(labels_grid, probs[0])[near or ...],
-                                        grid_affine @ _translation(lo), canonical.shape, canonical.affine)
+            foreground = project_linear(effective_foreground(labels_grid, probs[0])[near],
+                                        grid_affine @ _translation([s.start for s in near]), canonical.shape,
+                                        canonical.affine)
             if self.keep_surface_inputs:
                 surface_inputs = SurfaceInputs(labels_canonical, foreground, canonical, pass_name)
             if refinement:

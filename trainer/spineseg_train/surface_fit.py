@@ -91,21 +91,26 @@ def fit_surface(model, count: int = 16, seed_start: int = TUNING_SEED_START, dat
     cases = list(load_dataset(data) if data else phantom_cases(count, seed_start))
     if len(cases) < 2:
         raise ValueError("fitting needs at least two cases (one is kept out to report on)")
-    held_out = max(1, round(HELD_OUT * len(cases)))
     samples, stage = [], None
     for index, case in enumerate(cases):
-        result = segmenter(case.ct)
-        inputs = result.surface_inputs
+        inputs = segmenter(case.ct).surface_inputs
+        if inputs is None:
+            log(f"{case.case_id}: no vertebra found, nothing to learn from")
+            continue
         stage = inputs.stage
         reference = Orientation.of(case.ct).to_canonical(np.asarray(case.labels.array))
         samples.append(band_samples(inputs, reference, seed=index))
         log(f"{case.case_id}: {len(samples[-1][1])} band voxels sampled ({stage} pass)")
+    if len(samples) < 2:
+        raise ValueError(f"the model found vertebrae in {len(samples)} of {len(cases)} cases: too few to fit on "
+                         "and report on")
+    held_out = max(1, round(HELD_OUT * len(samples)))
     fitted = [s for s in samples[:-held_out] if len(s[1])]
     kept_out = [s for s in samples[-held_out:] if len(s[1])]
     refinement = fit_refinement(np.concatenate([f for f, _ in fitted]), np.concatenate([b for _, b in fitted]),
                                 stage, hidden=hidden)
     report = {
-        "cases": len(cases), "fitted_cases": len(cases) - held_out, "held_out_cases": held_out,
+        "cases": len(cases), "fitted_cases": len(samples) - held_out, "held_out_cases": held_out,
         "samples": int(sum(len(b) for _, b in fitted)),
         "held_out_band_accuracy_network": round(np.mean([band_accuracy(None, *s) for s in kept_out]), 4),
         "held_out_band_accuracy_refined": round(np.mean([band_accuracy(refinement, *s) for s in kept_out]), 4),
