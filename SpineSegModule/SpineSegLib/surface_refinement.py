@@ -29,9 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage, spatial, special
 
+from .lesion_scores import STAGES  # the passes, one source for every per-pass card entry
 from .postprocess import keep_largest_parts
 
-STAGES = ("fine", "coarse")
 FEATURES = ("foreground_logit", "signed_distance", "hu", "hu_smooth_0.6mm", "hu_smooth_1mm", "hu_smooth_2mm",
             "laplacian_1mm", "laplacian_2mm", "hu_minus_smooth_2mm", "gradient_1mm", "hu_max_2.5mm", "hu_min_2.5mm",
             "hu_max_5mm", "hu_min_5mm", "hu_smooth_4mm")
