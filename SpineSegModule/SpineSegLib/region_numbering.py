@@ -144,6 +144,10 @@ def split_part(part: np.ndarray, background: np.ndarray, spacing, min_voxels: in
     (and ``min_voxels``): vertebrae one above another, or bone beside the column (pelvis, ribs); pieces at one
     height within ``SIDE_BY_SIDE_MM`` are one vertebra's. Failing that, it is split by its shape
     (:func:`split_by_shape`)."""
+    box = _own_box(part)
+    if box is not None:  # the same split on the part's own box: most parts are specks in a large box
+        return [_embedded(piece, box, part.shape)
+                for piece in split_part(part[box], background[box], spacing, min_voxels, levels)]
     for index, level in enumerate(levels):
         cores = _large_cores(part & (background < level), min_voxels)
         pieces = _grow_groups(part, cores, spacing, SIDE_BY_SIDE_MM, np.clip(background, 0.0, 1.0))
@@ -157,12 +161,29 @@ def split_by_shape(part: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> list[np.ndarray
     """A part split where it narrows between its thickest cores (vertebral bodies, deeper than ``CORE_DEPTH`` of
     its deepest point) stacked one above another (``BODY_SLOPE``, on a grid of ``spacing`` mm up to
     ``STACKED_CORES_MM``); cores side by side (a sacrum's wings) are one vertebra's."""
+    box = _own_box(part)
+    if box is not None:
+        return [_embedded(piece, box, part.shape) for piece in split_by_shape(part[box], spacing)]
     depth = ndimage.distance_transform_edt(np.pad(part, 1))[1:-1, 1:-1, 1:-1]
     cores = _large_cores(depth >= CORE_DEPTH * depth.max())
     if max(spacing) <= STACKED_CORES_MM:
         cores = _stacked_cores(cores)
     pieces = _grow_groups(part, cores, (1.0, 1.0, 1.0), np.inf)
     return [vertebra for piece in pieces for vertebra in split_by_shape(piece, spacing)] if pieces else [part]
+
+
+def _own_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """The bounding box of ``mask`` where it is smaller than the array, else None."""
+    found = ndimage.find_objects(mask.astype(np.uint8))
+    if not found or all(s.stop - s.start == size for s, size in zip(found[0], mask.shape)):
+        return None
+    return found[0]
+
+
+def _embedded(piece: np.ndarray, box: tuple[slice, ...], shape) -> np.ndarray:
+    full = np.zeros(shape, dtype=bool)
+    full[box] = piece
+    return full
 
 
 def _stacked_cores(cores: np.ndarray) -> np.ndarray:

@@ -153,6 +153,20 @@ def test_vertebrae_joined_through_their_processes_are_split_between_their_bodies
     assert np.array_equal(instances > 0, foreground)
 
 
+def test_a_part_is_split_the_same_wherever_it_lies_in_the_view():
+    """The split works on each part's own box: two joined bodies split alike in a tight array and in a view ten
+    times their size, and their pieces come back where the part was."""
+    part = np.zeros((16, 20, 26), dtype=bool)
+    part[3:13, 3:13, 1:11] = part[3:13, 3:13, 15:25] = True
+    part[7:9, 13:17, 1:25] = True
+    view = np.zeros((60, 70, 80), dtype=bool)
+    view[30:46, 40:60, 50:76] = part
+    tight = split_vertebrae(part, (1.5, 1.5, 1.5), background=np.where(part, 0.02, 1.0))
+    wide = split_vertebrae(view, (1.5, 1.5, 1.5), background=np.where(view, 0.02, 1.0))
+    assert wide.max() == tight.max() == 2
+    assert np.array_equal(wide[30:46, 40:60, 50:76], tight) and not wide[~view].any()
+
+
 def test_a_vertebra_with_wings_or_lateral_masses_stays_one():
     """Thick pieces at one height are one bone's: a sacrum-like body with two wings on thin necks (split by
     shape), and two lateral masses the network was unsure between (split at a weak seam) 15 mm apart."""

@@ -8,6 +8,7 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from SpineSegLib.checkpoint import CARD_FILE
 from SpineSegLib.errors import Cancelled
@@ -122,6 +123,25 @@ def test_report_lists_vertebrae_cranio_caudally(result):
     names = [v["name"] for v in result.vertebrae]
     assert names == sorted(names, key=lambda n: TABLE.order(TABLE.by_name(n).value))
     assert all(v["volume_mm3"] > 0 for v in result.vertebrae)
+
+
+def test_the_coarse_pass_skips_the_air(segmenter, monkeypatch):
+    """The network sees the body's box (with a 9 mm margin), not the air around it, which is background."""
+    image = torch.zeros((1, 60, 60, 40))  # air, on the coarse pass's 3 mm grid
+    image[0, 20:40, 25:35, :] = 0.5  # the body: 0 HU
+    seen = []
+
+    def network_pass(crop, stage, progress):
+        seen.append(tuple(crop.shape[1:]))
+        classes = np.full((TABLE.num_classes, *crop.shape[1:]), 0.5, dtype=np.float32)
+        return classes, np.full((1, *crop.shape[1:]), 0.2, dtype=np.float32)
+
+    monkeypatch.setattr(segmenter, "_predict", network_pass)
+    probs, heat = segmenter._predict_body(image, segmenter.stages["coarse"], lambda *_: None)
+    assert seen == [(26, 16, 40)]
+    assert probs.shape == (TABLE.num_classes, 60, 60, 40) and heat.shape == (1, 60, 60, 40)
+    assert (probs[0, :17] == 1.0).all() and (probs[1:, :17] == 0.0).all() and (heat[:, :, :22] == 0.0).all()
+    assert (probs[:, 17:43, 22:38] == 0.5).all() and (heat[:, 17:43, 22:38] == 0.2).all()
 
 
 def test_cancel_stops_the_run(phantom, segmenter):
