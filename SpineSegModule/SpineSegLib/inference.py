@@ -134,19 +134,16 @@ class Segmenter:
         """:meth:`_predict` on the box of the image that holds the body (and the table), :data:`BODY_MARGIN_MM`
         around it; background certain and no lesion outside. The air around a patient fills a third to a half of
         a CT's field of view, and windows of air cost as much as any other."""
-        spacing = np.asarray(stage["spacing"], dtype=np.float64)
         body = image[0].numpy() > (BODY_HU - self.window[0]) / (self.window[1] - self.window[0])
-        found = ndimage.find_objects(body.astype(np.uint8))
-        if not found:
+        box = work_box(body, stage["spacing"], BODY_MARGIN_MM)
+        if box is None:
             return self._predict(image, stage, progress)
-        margin = np.ceil(BODY_MARGIN_MM / spacing).astype(int)
-        box = tuple(slice(max(s.start - m, 0), min(s.stop + m, n)) for s, m, n in zip(found[0], margin, body.shape))
         probs, heat = self._predict(image[(slice(None), *box)], stage, progress)
         full_probs = np.zeros((probs.shape[0], *body.shape), dtype=probs.dtype)
         full_probs[0] = 1.0
-        full_probs[(slice(None), *box)] = probs
         full_heat = np.zeros((heat.shape[0], *body.shape), dtype=heat.dtype)
-        full_heat[(slice(None), *box)] = heat
+        for full, inside in ((full_probs, probs), (full_heat, heat)):
+            full[(slice(None), *box)] = inside
         return full_probs, full_heat
 
     # --- the whole run -------------------------------------------------------------------------------------------

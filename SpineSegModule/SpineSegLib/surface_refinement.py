@@ -50,12 +50,12 @@ def effective_foreground(labels: np.ndarray, background: np.ndarray) -> np.ndarr
     return foreground
 
 
-def work_box(mask: np.ndarray, spacing) -> tuple[slice, ...] | None:
-    """The box of ``mask`` plus :data:`MARGIN_MM`, or None where the mask is empty."""
+def work_box(mask: np.ndarray, spacing, margin_mm: float = MARGIN_MM) -> tuple[slice, ...] | None:
+    """The box of ``mask`` plus ``margin_mm`` (on a grid of ``spacing`` mm), or None where the mask is empty."""
     found = ndimage.find_objects(mask.astype(np.uint8))
     if not found:
         return None
-    margin = np.ceil(MARGIN_MM / np.asarray(spacing)).astype(int)
+    margin = np.ceil(margin_mm / np.asarray(spacing)).astype(int)
     return tuple(slice(max(s.start - m, 0), min(s.stop + m, size)) for s, m, size in zip(found[0], margin, mask.shape))
 
 
