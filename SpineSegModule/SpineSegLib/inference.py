@@ -21,7 +21,7 @@ from .errors import InputError
 from .labels import load_label_table
 from .lesion_scores import LesionCalibration, calibrations_from_card
 from .level_sizes import LevelSizes
-from .postprocess import detect_lesions, label_vertebrae, refine_labels
+from .postprocess import detect_lesions, label_vertebrae, mask_box, refine_labels
 from .preprocess import Orientation, prepare
 from .progress import CancelToken, ProgressCallback, SubProgress, no_progress
 from .region_numbering import label_by_regions
@@ -135,7 +135,7 @@ class Segmenter:
         around it; background certain and no lesion outside. The air around a patient fills a third to a half of
         a CT's field of view, and windows of air cost as much as any other."""
         body = image[0].numpy() > (BODY_HU - self.window[0]) / (self.window[1] - self.window[0])
-        box = work_box(body, stage["spacing"], BODY_MARGIN_MM)
+        box = mask_box(body, stage["spacing"], BODY_MARGIN_MM)
         if box is None:
             return self._predict(image, stage, progress)
         probs, heat = self._predict(image[(slice(None), *box)], stage, progress)

@@ -295,3 +295,12 @@ def _vertebra_at(labels: np.ndarray, ijk: np.ndarray, spacing: np.ndarray, searc
     distance = np.linalg.norm((found + lo - ijk) * spacing, axis=1)
     nearest = distance.argmin()
     return int(window[tuple(found[nearest])]) if distance[nearest] <= search_mm else 0
+
+
+def mask_box(mask: np.ndarray, spacing=(1.0, 1.0, 1.0), margin_mm: float = 0.0) -> tuple[slice, ...] | None:
+    """The bounding box of ``mask`` plus ``margin_mm`` (on a grid of ``spacing`` mm), or None where it is empty."""
+    found = ndimage.find_objects(mask.astype(np.uint8))
+    if not found:
+        return None
+    margin = np.ceil(margin_mm / np.asarray(spacing, dtype=np.float64)).astype(int)
+    return tuple(slice(max(s.start - m, 0), min(s.stop + m, size)) for s, m, size in zip(found[0], margin, mask.shape))

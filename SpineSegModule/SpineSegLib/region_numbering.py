@@ -29,7 +29,7 @@ from scipy import ndimage
 from .column_gaps import missing_vertebra_log_odds, step_log_ratios
 from .labels import LabelTable, load_label_table
 from .level_sizes import LevelSizes, numbering_with_sizes
-from .postprocess import keep_largest_parts, scored_numbering
+from .postprocess import keep_largest_parts, mask_box, scored_numbering
 from .rib_evidence import METAL_SILENCES, lateral_reach, rib_log_likelihood, trim_ribs
 
 SPECK_FRACTION = 0.25  # a part under this fraction of the parts near it is no vertebra (see split_vertebrae)
@@ -174,10 +174,10 @@ def split_by_shape(part: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> list[np.ndarray
 
 def _own_box(mask: np.ndarray) -> tuple[slice, ...] | None:
     """The bounding box of ``mask`` where it is smaller than the array, else None."""
-    found = ndimage.find_objects(mask.astype(np.uint8))
-    if not found or all(s.stop - s.start == size for s, size in zip(found[0], mask.shape)):
+    box = mask_box(mask)
+    if box is None or all(s.stop - s.start == size for s, size in zip(box, mask.shape)):
         return None
-    return found[0]
+    return box
 
 
 def _embedded(piece: np.ndarray, box: tuple[slice, ...], shape) -> np.ndarray:

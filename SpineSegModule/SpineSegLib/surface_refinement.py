@@ -30,7 +30,7 @@ import numpy as np
 from scipy import ndimage, spatial, special
 
 from .lesion_scores import STAGES  # the passes, one source for every per-pass card entry
-from .postprocess import keep_largest_parts
+from .postprocess import keep_largest_parts, mask_box
 
 FEATURES = ("foreground_logit", "signed_distance", "hu", "hu_smooth_0.6mm", "hu_smooth_1mm", "hu_smooth_2mm",
             "laplacian_1mm", "laplacian_2mm", "hu_minus_smooth_2mm", "gradient_1mm", "hu_max_2.5mm", "hu_min_2.5mm",
@@ -50,13 +50,9 @@ def effective_foreground(labels: np.ndarray, background: np.ndarray) -> np.ndarr
     return foreground
 
 
-def work_box(mask: np.ndarray, spacing, margin_mm: float = MARGIN_MM) -> tuple[slice, ...] | None:
-    """The box of ``mask`` plus ``margin_mm`` (on a grid of ``spacing`` mm), or None where the mask is empty."""
-    found = ndimage.find_objects(mask.astype(np.uint8))
-    if not found:
-        return None
-    margin = np.ceil(margin_mm / np.asarray(spacing)).astype(int)
-    return tuple(slice(max(s.start - m, 0), min(s.stop + m, size)) for s, m, size in zip(found[0], margin, mask.shape))
+def work_box(mask: np.ndarray, spacing) -> tuple[slice, ...] | None:
+    """The box of ``mask`` plus :data:`MARGIN_MM`, or None where the mask is empty."""
+    return mask_box(mask, spacing, MARGIN_MM)
 
 
 def band_features(ct: np.ndarray, foreground: np.ndarray, spacing, band_mm: float,
