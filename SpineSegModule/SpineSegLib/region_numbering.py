@@ -34,8 +34,16 @@ from .rib_evidence import METAL_SILENCES, lateral_reach, rib_log_likelihood, tri
 
 SPECK_FRACTION = 0.25  # a part under this fraction of the parts near it is no vertebra (see split_vertebrae)
 NEIGHBOURHOOD_MM = 50.0  # ... the parts whose centres lie within this height
-CUT_FRACTION = 0.1  # a vertebra cut by the view's end keeps at least this fraction (a speck there shifts the count)
 COLUMN_REACH_MM = 40.0  # a vertebra's centre lies this close to the column's axis (in-plane; rib pieces do not)
+# A vertebra the view's end cuts may show no more than the tip of its spinous process, which a thoracic vertebra
+# slopes down over the next one: on the tuning phantoms 170-1100 mm³ lying 32-43 mm behind the column's axis
+# (the rib pieces the view cuts lay 100 mm and more to the side). Such a part, apart from every vertebra, is one.
+CUT_REACH_MM = 60.0
+CUT_MIN_MM3 = 100.0
+# ... and where it touches a vertebra, it lies beyond it towards the view's end (the top of the body under a
+# cervical view's last vertebra: 11-12 mm beyond its centre); a piece of a vertebra the network cut off by a seam
+# does not (a thoracic spinous process the view's top cuts lies below its body).
+CUT_BEYOND_MM = 5.0
 # Stricter and stricter bone thresholds (background probability below) at which a part is looked at again: where
 # the network is unsure of a seam, the part falls apart into vertebrae there (see split_part).
 SEAM_LEVELS = (0.3, 0.2, 0.1, 0.05)
@@ -74,8 +82,9 @@ def split_vertebrae(foreground: np.ndarray, spacing, min_voxels: int = 1,
     Every connected part is a vertebra, except parts much smaller than the vertebrae at their height (under
     ``SPECK_FRACTION`` of the median part within ``NEIGHBOURHOOD_MM``; a cervical vertebra is a fifth of a lumbar
     one) or under ``min_voxels``, unless they reach the first or last slice along axis 2 away from every vertebra
-    with at least ``CUT_FRACTION`` of the median (a vertebra cut by the edge of the view: the caller pads the
-    foreground with background where the view does not end), and parts off the column (:func:`on_the_column`).
+    or ``CUT_BEYOND_MM`` beyond those they touch, within ``CUT_REACH_MM`` of the column and of at least
+    ``CUT_MIN_MM3`` (a vertebra cut by the edge of the view: the caller pads the foreground with background where
+    the view does not end), and parts off the column (:func:`column_distances`).
     A small part within two voxels of a vertebra is a piece of it cut off by a seam and joins it; the others are
     specks of rib or pelvis and go.
     """
@@ -89,7 +98,8 @@ def split_vertebrae(foreground: np.ndarray, spacing, min_voxels: int = 1,
     centres = np.array(ndimage.center_of_mass(np.ones(parts.shape), parts, ids)) * np.asarray(spacing, float)
     heights = centres[:, 2]
     near = np.abs(heights[:, None] - heights[None, :]) <= NEIGHBOURHOOD_MM
-    on_column = on_the_column(centres, sizes)
+    from_column = column_distances(centres, sizes)
+    on_column = from_column <= COLUMN_REACH_MM
     # The median of the vertebrae near, not of the crumbs among them: a rib's pieces beside the column can
     # outnumber the vertebrae at their height.
     countable = (sizes >= min_voxels) & on_column
@@ -102,13 +112,24 @@ def split_vertebrae(foreground: np.ndarray, spacing, min_voxels: int = 1,
     if not small.any():
         return _close_seams(instances)
     beside = ndimage.grey_dilation(instances, size=5)
-    at_the_ends = np.zeros(count + 1, dtype=bool)
-    at_the_ends[np.unique(parts[:, :, [0, -1]])] = True
+    instance_heights = np.r_[np.nan, heights[keep]]
+    toward_the_end = np.zeros(count + 1)  # +1: the part reaches the view's top slice, -1: its bottom one
+    toward_the_end[np.unique(parts[:, :, -1])] = 1.0
+    toward_the_end[np.unique(parts[:, :, 0])] = -1.0
     boxes = ndimage.find_objects(parts)
-    cut = small & on_column & at_the_ends[1:] & (sizes >= min_voxels) & (sizes >= CUT_FRACTION * local)
+    cut = small & (toward_the_end[1:] != 0) & (from_column <= CUT_REACH_MM) & (sizes >= _cut_min_voxels(spacing))
+    cut_vertebrae = []  # (instance, part) of the vertebrae cut by the view
     for part in ids[cut]:
-        if not beside[boxes[part - 1]][parts[boxes[part - 1]] == part].any():  # a vertebra cut by the view
-            instances[boxes[part - 1]][parts[boxes[part - 1]] == part] = instances.max() + 1
+        piece = parts[boxes[part - 1]] == part
+        neighbours = np.unique(beside[boxes[part - 1]][piece])
+        beyond = toward_the_end[part] * (heights[part - 1] - instance_heights[neighbours[neighbours > 0]])
+        if np.all(beyond >= CUT_BEYOND_MM):  # a vertebra cut by the view, or another piece of one found so far
+            same = [instance for instance, other in cut_vertebrae if toward_the_end[other] == toward_the_end[part]
+                    and _side_by_side([(boxes[i - 1][2].start, boxes[i - 1][2].stop) for i in (part, other)],
+                                      centres[[part - 1, other - 1]])]
+            instance = same[0] if same else instances.max() + 1
+            instances[boxes[part - 1]][piece] = instance
+            cut_vertebrae.append((instance, part))
             keep[part - 1] = True
     for part in ids[small & ~keep]:  # pieces next to a vertebra join it
         piece = parts[boxes[part - 1]] == part
@@ -117,6 +138,14 @@ def split_vertebrae(foreground: np.ndarray, spacing, min_voxels: int = 1,
         if neighbours.size:
             instances[boxes[part - 1]][piece] = np.bincount(neighbours).argmax()
     return _close_seams(instances)
+
+
+def _side_by_side(spans, centres: np.ndarray, side_mm: float = SIDE_BY_SIDE_MM) -> bool:
+    """Whether two pieces (their ``spans`` along axis 2, (start, stop) each, and ``centres`` in mm) are one
+    vertebra's at one height: spans overlapping by half the shorter, centres within ``side_mm`` in-plane."""
+    (a, b), (c, e) = spans
+    overlap, shorter = min(b, e) - max(a, c), min(b - a, e - c)
+    return overlap >= 0.5 * shorter and np.linalg.norm(centres[0][:2] - centres[1][:2]) <= side_mm
 
 
 def split_at_weak_seams(parts: np.ndarray, background: np.ndarray, spacing, min_voxels: int = 1,
@@ -234,9 +263,7 @@ def _grow_groups(part: np.ndarray, cores: np.ndarray, spacing, side_mm: float, c
 
     for a in range(len(labels)):
         for b in range(a + 1, len(labels)):
-            overlap = min(spans[a][1], spans[b][1]) - max(spans[a][0], spans[b][0])
-            shorter = min(spans[a][1] - spans[a][0], spans[b][1] - spans[b][0])
-            if overlap >= 0.5 * shorter and np.linalg.norm(centres[a, :2] - centres[b, :2]) <= side_mm:
+            if _side_by_side([spans[a], spans[b]], centres[[a, b]], side_mm):
                 group[root(b)] = root(a)
     roots = sorted({root(i) for i in range(len(labels))})
     if len(roots) < 2:
@@ -246,8 +273,10 @@ def _grow_groups(part: np.ndarray, cores: np.ndarray, spacing, side_mm: float, c
         markers[np.isin(cores, [labels[i] for i in range(len(labels)) if root(i) == group_root])] = index
     cross = ndimage.generate_binary_structure(3, 1)
     if cost is not None:
-        markers[~part] = len(roots) + 1  # outside the part: its own basin, so the pieces grow only over the part
-        grown = ndimage.watershed_ift(np.round(cost * 65535).astype(np.uint16), markers, cross)
+        # Outside the part: a basin of its own at the highest cost, so the pieces grow only over the part and the
+        # outside takes none of it (bone beside the part, a sibling piece, is as cheap to cross as the part).
+        markers[~part] = len(roots) + 1
+        grown = ndimage.watershed_ift(np.round(np.where(part, cost, 1.0) * 65535).astype(np.uint16), markers, cross)
         return [part & (grown == index) for index in range(1, len(roots) + 1)]
     while True:
         grown = ndimage.grey_dilation(markers, footprint=cross)
@@ -257,13 +286,12 @@ def _grow_groups(part: np.ndarray, cores: np.ndarray, spacing, side_mm: float, c
         markers[reached] = grown[reached]
 
 
-def on_the_column(centres: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """Which parts (centres in mm, axis 2 superior) lie on the spinal column: within ``COLUMN_REACH_MM``
-    in-plane of a smooth curve through the parts (a cubic in height, fitted again without the parts off it).
+def column_distances(centres: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Per part (centres in mm, axis 2 superior), its in-plane distance from the spinal column's axis: a smooth
+    curve through the parts (a cubic in height, fitted again without the parts beyond ``COLUMN_REACH_MM`` of it).
     Rib and pelvis pieces, and soft tissue taken for bone, lie to the side of the column."""
-    on = np.ones(len(sizes), dtype=bool)
     if len(sizes) < 3:
-        return on
+        return np.zeros(len(sizes))
     # Start from the size-weighted median position: most of the bone found is the column itself.
     order = np.argsort(centres[:, 0]), np.argsort(centres[:, 1])
     middle = [centres[o, axis][np.searchsorted(np.cumsum(sizes[o]), sizes.sum() / 2)] for axis, o in enumerate(order)]
@@ -271,11 +299,11 @@ def on_the_column(centres: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     for _ in range(3):
         on = np.linalg.norm(centres[:, :2] - curve, axis=1) <= COLUMN_REACH_MM
         if on.sum() < 3:
-            return np.ones(len(sizes), dtype=bool)
+            return np.zeros(len(sizes))
         degree = min(3, int(on.sum()) - 1)
         curve = np.stack([np.polyval(np.polyfit(centres[on, 2], centres[on, axis], degree, w=np.sqrt(sizes[on])),
                                      centres[:, 2]) for axis in (0, 1)], axis=1)
-    return np.linalg.norm(centres[:, :2] - curve, axis=1) <= COLUMN_REACH_MM
+    return np.linalg.norm(centres[:, :2] - curve, axis=1)
 
 
 def _close_seams(instances: np.ndarray) -> np.ndarray:
@@ -372,8 +400,8 @@ def label_by_regions(probabilities: np.ndarray, affine: np.ndarray, min_volume_m
         named[top] = np.where(heights > np.quantile(heights, joined_share), table.by_name("C1").value,
                               table.by_name("C2").value)
     # Pieces of one bone named alike (the sacrum's cut-off tip) or joined across a seam, or a rib's end once its
-    # vertebra is trimmed: the largest piece stays.
-    out[box] = keep_largest_parts(trim_ribs(named, spacing, table), min_voxels)
+    # vertebra is trimmed: the largest piece stays (a vertebra the view cut may be smaller than min_voxels).
+    out[box] = keep_largest_parts(trim_ribs(named, spacing, table), min(min_voxels, _cut_min_voxels(spacing)))
     return out
 
 
@@ -440,6 +468,11 @@ def _rib_rows(bone: np.ndarray, instances: np.ndarray, box: tuple[slice, ...], o
     rows = rib_log_likelihood(lateral_reach(bone, on_grid, spacing, count)[order], partly_seen, table)
     rows[silent] = 0.0
     return rows
+
+
+def _cut_min_voxels(spacing) -> int:
+    """``CUT_MIN_MM3`` in voxels of ``spacing`` mm."""
+    return max(1, int(CUT_MIN_MM3 / np.prod(np.asarray(spacing, float))))
 
 
 def _neighbour_volumes(volumes: np.ndarray) -> np.ndarray:

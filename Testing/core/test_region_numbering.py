@@ -11,7 +11,7 @@ from scipy import ndimage
 from SpineSegLib.labels import load_label_table
 from SpineSegLib.level_sizes import LevelSizes, fit_level_sizes, whole_vertebra_volumes
 from SpineSegLib.phantom import PhantomConfig, generate_phantom
-from SpineSegLib.region_numbering import label_by_regions, split_vertebrae
+from SpineSegLib.region_numbering import label_by_regions, split_part, split_vertebrae
 from SpineSegLib.rib_evidence import BONE_HU
 
 TABLE = load_label_table()
@@ -59,6 +59,60 @@ def test_a_speck_inside_the_column_is_no_vertebra_but_a_cut_vertebra_at_its_end_
     labels = label_by_regions(probs, AFFINE, 100.0)
     assert names_top_down(labels) == ["T9", "T10", "T11", "T12", "L1", "L2"]
     assert labels[14:16, 14:16, 25:27].max() == 0
+
+
+def test_a_spinous_tip_the_view_cuts_is_the_vertebra_above_but_a_rib_piece_it_cuts_is_not():
+    """The view's top cuts the vertebra above the column found so far through the tip of its spinous process alone
+    (144 mm³, 40 mm behind the column's axis, apart from the vertebra below) and a rib 100 mm to the side: the tip
+    is counted and named as the vertebra above, the rib piece is no vertebra."""
+    probs = column_probabilities("TTTLL", np.random.default_rng(0))
+    probs = np.pad(probs, ((0, 0), (0, 48), (24, 0), (0, 0)))  # room behind the column and beside it
+    thoracic = LUT[TABLE.by_name("T5").value]
+    probs[thoracic, 7:10, 6:9, -2:] = 1.0  # the tip: centre 20 voxels (40 mm) behind the column's axis
+    probs[thoracic, 56:60, 30:34, -2:] = 1.0  # the rib: 100 mm to the side, as large as the tip
+    probs[0] = 1.0 - probs[1:].sum(axis=0)
+    labels = label_by_regions(probs, AFFINE, 300.0)
+    assert names_top_down(labels) == ["T9", "T10", "T11", "T12", "L1", "L2"]
+    assert labels[7:10, 6:9, -2:].min() == TABLE.by_name("T9").value
+    assert labels[56:60, 30:34, -2:].max() == 0
+
+
+def test_the_top_of_a_body_the_view_cuts_under_the_last_vertebra_is_the_next_one():
+    """The view's bottom cuts the next vertebra to the top of its body, in two pieces side by side, touching the
+    last whole vertebra at its processes (a voxel away) and 15 mm beyond its centre: one vertebra, the next one
+    (kept as its larger piece: a vertebra is one piece of bone). A piece the network cut off the vertebra at the
+    view's top, lying no farther out than that vertebra's centre, is no vertebra of its own."""
+    probs = column_probabilities("TTTLL", np.random.default_rng(0))
+    probs = np.pad(probs, ((0, 0), (0, 0), (4, 0), (3, 4)))
+    thoracic, lumbar = LUT[TABLE.by_name("T5").value], LUT[TABLE.by_name("L3").value]
+    probs[thoracic, 4:12, 8:16, -3:] = 1.0  # the lower part of the vertebra at the view's top
+    probs[thoracic, 6:10, 5:7, -6:] = 1.0  # its spinous process, cut off by a seam, reaching lower
+    probs[lumbar, 3:6, 8:13, :4] = 1.0  # the two pieces at the view's bottom
+    probs[lumbar, 9:11, 8:13, :4] = 1.0
+    probs[0] = 1.0 - probs[1:].sum(axis=0)
+    labels = label_by_regions(probs, AFFINE, 300.0)
+    assert names_top_down(labels) == ["T9", "T10", "T11", "T12", "L1", "L2", "L3"]
+    assert labels[3:6, 8:13, :4].min() == TABLE.by_name("L3").value and labels[9:11, 8:13, :4].max() == 0
+
+
+def test_a_part_split_at_its_seams_loses_none_of_its_bone():
+    """Two vertebrae joined where the network was unsure of the seam, and a process of the lower one that the
+    network was as unsure of, lying against other bone in the part's box: the pieces together are the whole
+    part, the process with its vertebra (not given to the bone beside it)."""
+    shape = (16, 16, 24)
+    background = np.ones(shape, dtype=np.float32)
+    background[4:12, 4:12, 14:22] = 0.02  # the upper vertebra
+    background[6:10, 6:10, 12:14] = 0.4  # the seam the network was unsure of
+    background[4:12, 4:12, 2:12] = 0.02  # the lower vertebra
+    background[12:14, 6:10, 4:8] = 0.3  # its process, as unsure
+    background[12, 6:10, 4:8] = 0.45  # ... and more so where it meets its body
+    part = background < 0.5
+    background[12:14, 10:12, 4:8] = 0.02  # other bone against the process, in the part's box but not part of it
+    pieces = split_part(part, background, (1.5, 1.5, 1.5))
+    assert len(pieces) == 2
+    assert np.array_equal(np.logical_or.reduce(pieces), part)
+    lower = next(piece for piece in pieces if piece[8, 8, 5])
+    assert lower[12:14, 6:10, 4:8].all()
 
 
 def test_a_piece_of_sacrum_cut_off_by_the_view_is_counted_as_sacrum_and_left_out():
