@@ -20,13 +20,14 @@ from SpineSegLib.resources import default_model_path
 from SpineSegLib.results import RESULT_FILES
 
 TABLE = load_label_table()
-# A lumbar field cut to 192×168×240 mm: small enough for CI, with the sacrum and a cut T12/T11 at the top edge.
+# A lumbar field cut to 192×168×240 mm: small enough for CI, with the sacrum and a sliver of L1 at the top edge.
 SMALL = PhantomConfig(seed=424242, region="lumbar", shape=(128, 112, 160), spacing=(1.5, 1.5, 1.5), lesions=3)
 # The bundled model (v2, see its model card) finds the spine (binary Dice about 0.88 on phantoms) and counts the
 # vertebrae of a lumbar view right from the sacrum; a broken pipeline (a flipped or transposed axis, a wrong
 # resampling or crop) drops the spine's Dice below 0.1 and the names with it.
 MIN_SPINE_DICE = 0.7
 MIN_LUMBAR_DICE = 0.8  # each whole vertebra of the lumbar view, named right (measured 0.89-0.96)
+MIN_SLIVER_DICE = 0.5  # ... and the sliver of L1 the view cuts, nearly all surface (measured 0.88)
 MIN_SURFACE_GAIN = 0.01  # spine Dice the surface refinement adds on this view (measured 0.920 -> 0.941)
 
 
@@ -56,12 +57,14 @@ def test_spine_matches_the_phantom(phantom, result):
 
 
 def test_a_lumbar_view_is_counted_up_from_the_sacrum(phantom, result):
-    """L2-L5 and the sacrum (the view cuts L1 to a sliver): each found where it is and named as it is."""
-    for name in ("L2", "L3", "L4", "L5", "sacrum"):
+    """L2-L5 and the sacrum each found where it is and named as it is, and the sliver of L1 the view's top cuts
+    (318 voxels, the tip of its spinous process) found and named L1 too."""
+    for name, least in (("L1", MIN_SLIVER_DICE), ("L2", MIN_LUMBAR_DICE), ("L3", MIN_LUMBAR_DICE),
+                        ("L4", MIN_LUMBAR_DICE), ("L5", MIN_LUMBAR_DICE), ("sacrum", MIN_LUMBAR_DICE)):
         value = TABLE.by_name(name).value
         truth, found = phantom.labels.array == value, result.labels.array == value
         dice = 2 * (truth & found).sum() / (truth.sum() + found.sum())
-        assert dice >= MIN_LUMBAR_DICE, (name, dice)
+        assert dice >= least, (name, dice)
 
 
 def test_outputs_are_on_the_input_grid(phantom, result):
@@ -93,11 +96,13 @@ def test_the_surfaces_are_refined_from_the_ct(phantom, result):
              / (np.count_nonzero(run.labels.array) + np.count_nonzero(truth))
              for name, run in (("refined", result), ("unrefined", unrefined))}
     assert spine["refined"] >= spine["unrefined"] + MIN_SURFACE_GAIN, spine
-    # the refinement moves surfaces, never names: the same vertebrae, each where it was
+    # the refinement moves surfaces, never names: the same vertebrae, each where it was (most of a sliver the
+    # view's end cuts is surface: L1's 318 voxels here, 0.94 Dice before the refinement and 0.88 after)
     assert set(np.unique(result.labels.array)) == set(np.unique(unrefined.labels.array))
     for value in set(np.unique(truth)) - {0}:
         found, before = result.labels.array == value, unrefined.labels.array == value
-        assert np.count_nonzero(found & before) >= 0.8 * np.count_nonzero(before), TABLE.by_value(value).name
+        kept = 0.5 if value == TABLE.by_name("L1").value else 0.8
+        assert np.count_nonzero(found & before) >= kept * np.count_nonzero(before), TABLE.by_value(value).name
     inputs = unrefined.surface_inputs  # what fitting a refinement needs, on the canonical input grid
     assert inputs.stage == "fine" and inputs.foreground.shape == inputs.labels.shape == phantom.ct.shape
 
